@@ -1,0 +1,1 @@
+"""ltihub: the hub side of the Moodle + JupyterHub LTI-container platform."""
