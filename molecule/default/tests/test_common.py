@@ -9,6 +9,19 @@ import pytest
 
 CONTROLLER_CAS = sorted(glob.glob("/usr/local/share/ca-certificates/*.crt"))
 
+# Where each OS family keeps what the common role manages.
+FAMILY = {
+    "debian": {"chrony_conf": "/etc/chrony/chrony.conf", "chrony": "chrony",
+               "bundle": "/etc/ssl/certs/ca-certificates.crt"},
+    "redhat": {"chrony_conf": "/etc/chrony.conf", "chrony": "chronyd",
+               "bundle": "/etc/pki/tls/certs/ca-bundle.crt"},
+}
+
+
+def _family(host) -> dict[str, str]:
+    distro = host.system_info.distribution.lower()
+    return FAMILY["redhat" if distro in ("rocky", "redhat", "centos", "almalinux") else "debian"]
+
 
 def _pem_body(text: str) -> str:
     match = re.search(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", text, re.S)
@@ -32,10 +45,10 @@ def test_time_zone(host):
 
 
 def test_chrony_configured_and_enabled(host):
-    conf = host.file("/etc/chrony/chrony.conf")
+    conf = host.file(_family(host)["chrony_conf"])
     assert re.search(r"^(pool|server) \S+ iburst$", conf.content_string, re.M)
     assert conf.mode == 0o644
-    assert host.service("chrony").is_enabled
+    assert host.service(_family(host)["chrony"]).is_enabled
 
 
 @pytest.mark.parametrize("ca_path", CONTROLLER_CAS or [None])
@@ -44,12 +57,12 @@ def test_controller_cas_are_trusted(host, ca_path):
         pytest.skip("this controller has no extra CA certificates to pass on")
     with open(ca_path) as handle:
         body = _pem_body(handle.read())
-    bundle = "".join(host.file("/etc/ssl/certs/ca-certificates.crt").content_string.split())
+    bundle = "".join(host.file(_family(host)["bundle"]).content_string.split())
     assert body in bundle, f"{ca_path} is not in the host's CA bundle"
 
 
 def test_pip_uses_system_bundle(host):
-    assert host.file("/etc/pip.conf").contains("^cert = /etc/ssl/certs/ca-certificates.crt")
+    assert host.file("/etc/pip.conf").contains(f"^cert = {_family(host)['bundle']}$")
 
 
 def test_hosts_resolve_each_other(host):
