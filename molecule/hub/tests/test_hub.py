@@ -1,0 +1,297 @@
+"""What an operator checks on a hub: signed LTI launches start the right containers,
+bad launches start nothing, and a hub restart leaves the users' servers running.
+
+The tests run in file order: the student and teacher servers started first are reused
+by the later tests (refusals must not add containers; the restart must keep them).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from conftest import Hub, env_of
+
+GIB = 1024**3
+MIB = 1024**2
+HOST = "moodle.example.test"
+STUDENT, STUDENT_ID = "stud1", "101"
+TEACHER, TEACHER_ID = "teach1", "102"
+COMMON = [
+    "--custom", "lms_sessioninfo=3,7",
+    "--custom", "lms_course=Data Science 1",
+    "--custom", "lms_ltiname=Week 1",
+    "--custom", "lms_users=*",
+    "--custom", f"lms_teachers={TEACHER}",
+    "--custom", "lms_vol_data=Data",
+    "--custom", "lms_vol_keys=-Solutions",
+    "--custom", "lms_sub_hw=Submit",
+    "--custom", "lms_prs_notes=Notes",
+    "--custom", "lms_options=opt1",
+]
+
+
+def cpus(info: dict[str, Any]) -> float:
+    """The container's CPU limit, however Docker was told (quota/period or NanoCpus)."""
+    host = info["HostConfig"]
+    if host.get("NanoCpus"):
+        return float(host["NanoCpus"]) / 1e9
+    return float(host["CpuQuota"]) / float(host["CpuPeriod"])
+
+
+# The notebook server's process (PID 1 may be `timeout` when NB_ACTLIMIT is set).
+SERVER_STATUS = (
+    "for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = jupyterhub-sing ] && "
+    "grep -E '^(Uid|Gid|CapEff):' $p/status; done; true"
+)
+
+
+def vol(kind: str, name: str) -> str:
+    return f"lms_{kind}_{name}_2_{HOST}"
+
+
+# ---- the hub itself ---------------------------------------------------------------------
+@pytest.mark.parametrize("unit", ["docker", "jupyterhub", "jupyterhub-proxy"])
+def test_units_running(host: Any, unit: str) -> None:
+    service = host.service(unit)
+    assert service.is_running and service.is_enabled
+
+
+@pytest.mark.parametrize(
+    "path", ["/etc/jupyterhub/jupyterhub_config.py", "/etc/jupyterhub/jupyterhub.env",
+             "/etc/jupyterhub/proxy.env", "/var/lib/jupyterhub/jupyterhub_cookie_secret"]
+)
+def test_secret_files_root_only(host: Any, path: str) -> None:
+    f = host.file(path)
+    assert f.user == "root" and f.mode == 0o600
+
+
+def test_units_are_sandboxed(host: Any) -> None:
+    for unit in ("jupyterhub", "jupyterhub-proxy"):
+        props = host.check_output(
+            f"systemctl show {unit} -p NoNewPrivileges -p ProtectSystem -p PrivateTmp"
+        )
+        assert "NoNewPrivileges=yes" in props and "ProtectSystem=strict" in props
+        assert "PrivateTmp=yes" in props
+    assert host.check_output("systemctl show jupyterhub-proxy -p User") == "User=jupyterhub-proxy"
+
+
+def test_hub_settings_from_the_protocol(host: Any) -> None:
+    config = host.file("/etc/jupyterhub/jupyterhub_config.py").content_string
+    for line in (
+        'c.LTI11Authenticator.username_key = "ext_user_username"',
+        'c.LTI11Authenticator.uri_scheme = "https"',
+        "c.Authenticator.enable_auth_state = True",
+        "c.Authenticator.allow_all = True",
+        'c.JupyterHub.spawner_class = "ltihub.spawner.LTIContainerSpawner"',
+        "c.JupyterHub.cleanup_servers = False",
+        '"cookie_options": {"samesite": "None", "secure": True}',
+    ):
+        assert line in config
+
+
+def test_hub_versions_match_the_image(host: Any, hub: Hub) -> None:
+    hub_version = host.check_output("/opt/jupyterhub/bin/jupyterhub --version").strip()
+    image_version = host.check_output(
+        f"docker run --rm --entrypoint /opt/conda/bin/python3 {hub.cfg['image']} "
+        "-c 'import jupyterhub; print(jupyterhub.__version__)'"
+    ).strip()
+    assert hub_version == image_version == "5.5.4"
+    labels = host.check_output(
+        f"docker image inspect -f '{{{{json .Config.Labels}}}}' {hub.cfg['image']}"
+    )
+    assert "org.mjp.recipe" in labels
+
+
+def test_daemon_pool_avoids_the_outer_bridge(host: Any) -> None:
+    docker0 = host.check_output("ip -4 -o addr show docker0")
+    assert "10.213." in docker0, docker0
+
+
+def test_moodle_service_token_lists_users(hub: Hub) -> None:
+    status, users = hub.api("/users")
+    assert status == 200 and isinstance(users, list)
+
+
+# ---- a student's launch -------------------------------------------------------------------
+def test_student_launch_starts_a_shaped_container(hub: Hub) -> None:
+    report = hub.launch(
+        STUDENT, "--user-id", STUDENT_ID, *COMMON,
+        "--custom", "lms_image=jupyterhub/lab : 4.6.6",
+        "--custom", "lms_memlimit=536,870,912",
+        "--custom", "lms_cpulimit=0.5",
+        "--custom", "lms_actlimit=7200",
+        "--custom", "lms_defurl=/tree",
+    )
+    assert report["result"] == "ok", report
+    name = hub.container_of(STUDENT)
+    assert name.startswith(f"jupyterhub-2-7-{HOST}-")
+    info = hub.inspect(name)
+    assert info["Config"]["Image"] == "jupyterhub/lab:4.6.6"
+    assert info["HostConfig"]["Memory"] == 512 * MIB
+    assert cpus(info) == 0.5
+    assert info["HostConfig"]["Privileged"] is False
+    assert "no-new-privileges:true" in (info["HostConfig"]["SecurityOpt"] or [])
+    env = env_of(info)
+    home = f"/home/others/{STUDENT}"
+    expected = {
+        "NB_USER": STUDENT, "NB_UID": str(30000 + int(STUDENT_ID)), "NB_GID": "30000",
+        "NB_GROUP": "others", "NB_DIR": home, "NB_WRKDIR": f"{home}/jupyter/works",
+        "NB_TEACHER": "", "NB_UMASK": "0027", "NB_ACTLIMIT": "7200", "NB_OPTION": "opt1",
+        "NB_HOSTNAME": HOST, "LTI_CTR_ID": "3", "LTI_ID": "7", "LTI_COURSE": "Data Science 1",
+        "LTI_NAME": "Week 1", "GRANT_SUDO": "no", "NB_THRGID": "7000", "NB_THRGROUP": "TEACHER",
+        "NB_VOLUMES": f".volumes/{vol('vol', 'data')}:Data",
+        "NB_SUBMITS": f".volumes/{vol('sub', 'hw')}:Submit",
+        "NB_PRSNALS": f".volumes/{vol('prs', 'notes')}:Notes",
+        "TZ": "Europe/Berlin",
+    }
+    assert {k: env.get(k) for k in expected} == expected
+    assert env["JUPYTERHUB_DEFAULT_URL"] == "/tree"
+    mounts = {m["Destination"]: m for m in info["Mounts"]}
+    assert mounts[home]["Type"] == "bind" and mounts[home]["Source"] == home
+    works = f"{home}/jupyter/works/.volumes"
+    assert mounts[f"{works}/{vol('vol', 'data')}"]["Name"] == vol("vol", "data")
+    assert mounts[f"{works}/{vol('sub', 'hw')}"]["Name"] == vol("sub", "hw")
+    # the teachers-only volume is not even mounted for a student
+    assert f"{works}/{vol('vol', 'keys')}" not in mounts
+
+
+def test_student_container_runs_as_the_user(hub: Hub) -> None:
+    name = hub.container_of(STUDENT)
+    uid = str(30000 + int(STUDENT_ID))
+    status = hub.exec(name, SERVER_STATUS)
+    assert f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}" in status
+    assert "Gid:\t30000\t30000\t30000\t30000" in status
+    assert "CapEff:\t0000000000000000" in status
+    works = f"/home/others/{STUDENT}/jupyter/works"
+    assert hub.exec(name, f"readlink {works}/Data") == f".volumes/{vol('vol', 'data')}"
+    assert hub.exec(name, f"readlink {works}/Submit") == f".volumes/{vol('sub', 'hw')}"
+    assert hub.exec(name, f"readlink {works}/Notes") == f".volumes/{vol('prs', 'notes')}"
+    assert hub.exec(name, f"stat -c %a:%g {works}/.volumes/{vol('sub', 'hw')}") == "3777:7000"
+    assert hub.exec(name, f"test -e {works}/Solutions || echo absent") == "absent"
+    assert hub.exec(name, "test -e /etc/sudoers.d/mjp-notebook-user || echo absent") == "absent"
+
+
+def test_student_home_on_the_hub(host: Any) -> None:
+    home = host.file(f"/home/others/{STUDENT}")
+    assert home.is_directory and home.uid == 30000 + int(STUDENT_ID) and home.gid == 30000
+
+
+def test_jupyterlab_api_answers_through_the_proxy(hub: Hub) -> None:
+    out = hub.lab_status(STUDENT, STUDENT_ID)
+    assert out["launch"] == "ok", out
+    assert out["lab_status"] == 200, out
+    assert out["api_status"] == 200, out
+    assert "started" in out["api"] and "last_activity" in out["api"]
+    assert "frame-ancestors 'self' https://moodle1" in out["csp"]
+
+
+# ---- a teacher's launch ---------------------------------------------------------------------
+def test_teacher_launch(hub: Hub) -> None:
+    report = hub.launch(
+        TEACHER, "--user-id", TEACHER_ID, "--teacher", *COMMON,
+        "--custom", "lms_memlimit=1073741824",
+        "--custom", "lms_cpulimit=1",
+    )
+    assert report["result"] == "ok", report
+    name = hub.container_of(TEACHER)
+    info = hub.inspect(name)
+    assert info["HostConfig"]["Memory"] == GIB
+    assert cpus(info) == 1.0
+    assert info["HostConfig"]["Privileged"] is False
+    env = env_of(info)
+    assert env["NB_TEACHER"] == TEACHER
+    assert env["NB_UMASK"] == "0033"
+    assert env["GRANT_SUDO"] == "no"
+    assert f".volumes/{vol('vol', 'keys')}:-Solutions" in env["NB_VOLUMES"].split()
+    works = f"/home/others/{TEACHER}/jupyter/works"
+    mounts = {m["Destination"] for m in info["Mounts"]}
+    assert f"{works}/.volumes/{vol('vol', 'keys')}" in mounts
+    assert hub.exec(name, f"readlink {works}/Solutions") == f".volumes/{vol('vol', 'keys')}"
+    groups = hub.exec(name, f"id -Gn {TEACHER}").split()
+    assert "TEACHER" in groups
+    # the same named volumes as the student's: shared course data
+    student_mounts = {m.get("Name") for m in hub.inspect(hub.container_of(STUDENT))["Mounts"]}
+    assert vol("sub", "hw") in student_mounts & {m.get("Name") for m in info["Mounts"]}
+
+
+# ---- launches that must be refused ----------------------------------------------------------
+def _refused_without_new_container(
+    hub: Hub, report: dict[str, Any], before: dict[str, str]
+) -> None:
+    assert report["result"] == "refused", report
+    assert report["rc"] == 1
+    time.sleep(2)
+    assert hub.containers() == before
+
+
+def test_bad_signature_is_refused(hub: Hub) -> None:
+    before = hub.containers()
+    report = hub.launch("mallory1", secret="0" * 64)
+    _refused_without_new_container(hub, report, before)
+    assert report["http_status"] == 401
+
+
+def test_wrong_key_is_refused(hub: Hub) -> None:
+    before = hub.containers()
+    report = hub.launch("mallory2", key="notaconsumerkey")
+    _refused_without_new_container(hub, report, before)
+    assert report["http_status"] == 401
+
+
+def test_old_timestamp_is_refused(hub: Hub) -> None:
+    before = hub.containers()
+    report = hub.launch("mallory3", "--timestamp", str(int(time.time()) - 3600))
+    _refused_without_new_container(hub, report, before)
+    assert report["http_status"] == 401
+
+
+def test_reused_nonce_is_refused(hub: Hub) -> None:
+    stamp = str(int(time.time()))
+    first = hub.launch(STUDENT, "--user-id", STUDENT_ID, "--nonce", "n0nce42", "--timestamp", stamp)
+    assert first["result"] == "ok", first  # the running server: nothing new starts
+    before = hub.containers()
+    again = hub.launch(STUDENT, "--user-id", STUDENT_ID, "--nonce", "n0nce42", "--timestamp", stamp)
+    _refused_without_new_container(hub, again, before)
+    assert again["http_status"] == 401
+
+
+def test_image_outside_the_allowlist_is_refused(hub: Hub) -> None:
+    before = hub.containers()
+    report = hub.launch("mallory4", "--custom", "lms_image=evil/miner:latest")
+    _refused_without_new_container(hub, report, before)
+    assert report["http_status"] == 403
+    assert "evil/miner:latest" in report["message"] and "does not offer" in report["message"]
+
+
+def test_over_limit_memory(hub: Hub) -> None:
+    before = hub.containers()
+    report = hub.launch("bigmem", "--custom", "lms_memlimit=8,589,934,592")
+    if hub.cfg["over_limit"] == "refuse":
+        _refused_without_new_container(hub, report, before)
+        assert report["http_status"] == 403
+        assert "8 GiB of memory" in report["message"] and "at most" in report["message"]
+    else:
+        assert report["result"] == "ok", report
+        info = hub.inspect(hub.container_of("bigmem"))
+        assert info["HostConfig"]["Memory"] == hub.cfg["max_mem"]
+
+
+# ---- restart ----------------------------------------------------------------------------
+def test_hub_restart_keeps_user_servers(host: Any, hub: Hub) -> None:
+    before = {n: hub.inspect(n)["State"]["StartedAt"] for n in hub.containers()}
+    assert any(n.endswith("-" + STUDENT) for n in before)
+    host.check_output("systemctl restart jupyterhub")
+    hub.wait_api()
+    after = {n: hub.inspect(n)["State"]["StartedAt"] for n in hub.containers()}
+    assert after == before
+    out = hub.lab_status(STUDENT, STUDENT_ID)  # the hub sees the server ready again
+    assert out["launch"] == "ok" and out["api_status"] == 200, out
+    assert set(hub.containers()) == set(before)
+
+
+def test_secrets_not_in_the_journal(host: Any, hub: Hub) -> None:
+    journal = host.check_output("journalctl --no-pager -o cat")
+    for name in ("secret", "service_token"):
+        assert hub.cfg[name] not in journal
