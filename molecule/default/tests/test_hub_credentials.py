@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 
 testinfra_hosts = ["ansible://moodle"]
@@ -12,18 +11,12 @@ LAUNCH = "/opt/jupyterhub/bin/ltihub-launch"
 CA = "/etc/jupyterhub/tls/hub.crt"
 
 
-def _secret(host, hub: str, name: str) -> str:
-    inventory = host.backend.ansible_inventory  # molecule passes the inventory folder
-    base = inventory if os.path.isdir(inventory) else os.path.dirname(inventory)
-    secrets = os.path.join(base, "secrets", hub)
-    with open(os.path.join(secrets, name)) as handle:
-        return handle.read().split()[0]
-
-
-def _launch(host, on_hub: str, signed_by: str, user: str) -> tuple[int, dict[str, object]]:
+def _launch(
+    host, secret_of, on_hub: str, signed_by: str, user: str
+) -> tuple[int, dict[str, object]]:
     hub = host.get_host(f"ansible://{on_hub}", ansible_inventory=host.backend.ansible_inventory)
-    key = _secret(host, signed_by, "lti_consumer_key.txt")
-    secret = _secret(host, signed_by, "lti_consumer_secret.txt")
+    key = secret_of(signed_by, "lti_consumer_key.txt")
+    secret = secret_of(signed_by, "lti_consumer_secret.txt")
     cmd = shlex.join([
         LAUNCH, "--url", "https://localhost/hub/lti/launch", "--ca-file", CA,
         "--key", key, "--user", user, "--timeout", "240",
@@ -33,10 +26,10 @@ def _launch(host, on_hub: str, signed_by: str, user: str) -> tuple[int, dict[str
     return result.rc, json.loads(result.stdout)
 
 
-def test_launch_signed_for_hub1_works_on_hub1_and_is_refused_by_hub2(host):
+def test_launch_signed_for_hub1_works_on_hub1_and_is_refused_by_hub2(host, controller_secret):
     hubs = sorted(host.ansible.get_variables()["groups"]["jupyterhub"])
     first, second = hubs[0], hubs[1]
-    rc, report = _launch(host, first, signed_by=first, user="crosscheck1")
+    rc, report = _launch(host, controller_secret, first, signed_by=first, user="crosscheck1")
     assert rc == 0, report
-    rc, report = _launch(host, second, signed_by=first, user="crosscheck2")
+    rc, report = _launch(host, controller_secret, second, signed_by=first, user="crosscheck2")
     assert rc == 1, f"{second} accepted a launch signed with {first}'s credentials: {report}"

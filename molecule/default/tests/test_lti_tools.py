@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 
 testinfra_hosts = ["ansible://moodle"]
@@ -30,21 +29,13 @@ def _tools(host) -> dict[str, dict[str, str]]:
     return tools
 
 
-def _controller_secret(host, hub: str, name: str) -> str:
-    inventory = host.backend.ansible_inventory  # molecule passes the inventory folder
-    base = inventory if os.path.isdir(inventory) else os.path.dirname(inventory)
-    secrets = os.path.join(base, "secrets", hub)
-    with open(os.path.join(secrets, name)) as handle:
-        return handle.read().split()[0]
-
-
-def test_one_tool_per_hub_with_url_and_key(host):
+def test_one_tool_per_hub_with_url_and_key(host, controller_secret):
     tools = _tools(host)
     hubs = sorted(host.ansible.get_variables()["groups"]["jupyterhub"])
     for hub in hubs:
         tool = tools[f"JupyterHub {hub}"]
         assert tool["baseurl"] == f"https://{hub}/hub/lti/launch"
-        assert tool["resourcekey"] == _controller_secret(host, hub, "lti_consumer_key.txt")
+        assert tool["resourcekey"] == controller_secret(hub, "lti_consumer_key.txt")
         assert tool["state"] == "1", "the tool is not configured (active)"
         assert tool["coursevisible"] == "2", "the tool is not in the activity chooser"
         assert tool["sendname"] == "1", "Moodle does not share the launcher's name"
