@@ -7,11 +7,29 @@ by the later tests (refusals must not add containers; the restart must keep them
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import pytest
-from conftest import Hub, env_of
+import yaml
+from hubtest import Hub, env_of
+
+
+def _first_hub() -> str:
+    """The first host of group jupyterhub in molecule's inventory (hubt-hub1, or hub1 of
+    the full site in the default scenario, which runs this file too)."""
+    with open(os.environ["MOLECULE_INVENTORY_FILE"]) as handle:
+        inventory = yaml.safe_load(handle)
+    return str(next(iter(inventory["jupyterhub"]["hosts"])))
+
+
+testinfra_hosts = [f"ansible://{_first_hub()}"]
+
+
+@pytest.fixture(scope="module")
+def hub(host: Any) -> Hub:
+    return Hub(host)
 
 GIB = 1024**3
 MIB = 1024**2

@@ -1,4 +1,5 @@
-"""Helpers for the hub tests: signed launches run ON the hub with ltihub-launch.
+"""Helpers for test_hub.py (run by the hub and the default scenario): signed launches
+run ON the hub with ltihub-launch.
 
 Every launch goes to https://localhost (the hub's own proxy) and verifies the hub's
 certificate against /etc/jupyterhub/tls/hub.crt. Credentials are read from the hub's
@@ -11,8 +12,6 @@ import json
 import shlex
 import time
 from typing import Any
-
-import pytest
 
 VENV = "/opt/jupyterhub"
 CONFIG = "/etc/jupyterhub/jupyterhub_config.py"
@@ -133,11 +132,6 @@ class Hub:
                 return
             time.sleep(1)
         raise AssertionError("the hub did not answer again")
-
-
-@pytest.fixture(scope="module")
-def hub(host: Any) -> Hub:
-    return Hub(host)
 
 
 def env_of(info: dict[str, Any]) -> dict[str, str]:

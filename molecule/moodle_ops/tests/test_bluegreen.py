@@ -1,0 +1,279 @@
+"""Blue-green upgrades and rollback, as an operator runs them (playbooks/moodle_upgrade.yml,
+moodle_rollback.yml, moodle_status.yml), against the TEST STAND-IN for Moodle v1 -> v2.
+
+The tests run in file order and build on each other: upgrade under load, the same upgrade
+again, site.yml after the switch, rollback, the same rollback again, a failing upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from typing import Any
+
+import pytest
+from conftest import (
+    HOST,
+    PUBLIC,
+    content,
+    fact,
+    front_page,
+    run_playbook,
+    standin,
+)
+
+testinfra_hosts = [f"ansible://{HOST}"]
+
+V1 = "4.5 (Build: 20241007)"
+V2 = "4.5.1 (Build: 20241209)"
+
+# Runs on the Moodle host under systemd-run: two clients fetch the public front page through
+# the proxy, each on a new connection, until /tmp/loadgen.stop appears. One JSON line per
+# request: time, HTTP status (0 = connection error), and what the page was.
+LOADGEN = r"""
+import json, ssl, sys, threading, time, urllib.error, urllib.request
+url, out = sys.argv[1], sys.argv[2]
+ctx = ssl._create_unverified_context()
+lock = threading.Lock()
+def kind(status, body):
+    m = __import__('re').search(r'Moodle ([0-9.]+ \(Build: [0-9]+\))', body)
+    if status == 503 and 'maintenance' in body:
+        return 'maintenance'
+    return m.group(1) if m else 'other'
+def client():
+    import os
+    with open(out, 'a') as log:
+        while not os.path.exists('/tmp/loadgen.stop'):
+            t = time.time()
+            try:
+                r = urllib.request.urlopen(url, context=ctx, timeout=30)
+                status, body = r.status, r.read().decode('utf-8', 'replace')
+            except urllib.error.HTTPError as e:
+                status, body = e.code, e.read().decode('utf-8', 'replace')
+            except Exception as e:
+                status, body = 0, repr(e)
+            rec = {'t': t, 'status': status, 'page': kind(status, body) if status else body[:200]}
+            with lock:
+                log.write(json.dumps(rec) + '\n'); log.flush()
+            time.sleep(0.05)
+threads = [threading.Thread(target=client) for _ in range(2)]
+[th.start() for th in threads]; [th.join() for th in threads]
+"""
+
+
+def _start_load(host: Any) -> None:
+    host.run("rm -f /tmp/loadgen.stop /tmp/load.jsonl")
+    host.run(f"printf '%s' {shlex.quote(LOADGEN)} > /tmp/loadgen.py")
+    command = f"python3 /tmp/loadgen.py {PUBLIC}/ /tmp/load.jsonl"
+    started = host.run(f"systemd-run --unit=mjp-loadgen --collect {command}")
+    assert started.rc == 0, started.stderr
+
+
+def _stop_load(host: Any) -> list[dict[str, Any]]:
+    host.run("touch /tmp/loadgen.stop")
+    host.run("for i in $(seq 60); do systemctl is-active -q mjp-loadgen || break; sleep 1; done")
+    lines = host.file("/tmp/load.jsonl").content_string.splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _maintenance_window(records: list[dict[str, Any]]) -> float:
+    times = [r["t"] for r in records if r["page"] == "maintenance"]
+    return round(max(times) - min(times), 1) if times else 0.0
+
+
+def _upgrade(archives: Any, archive: str, version: str) -> Any:
+    return run_playbook(
+        "moodle_upgrade.yml",
+        moodle_version=version,
+        moodle_archive_local=str(archives / archive),
+    )
+
+
+@pytest.fixture(scope="module")
+def site_content(host: Any) -> dict[str, Any]:
+    """Rows and pool files created on v1 before any upgrade."""
+    for text in ("first row", "second row", "third row"):
+        assert standin(host, f"--add-row={shlex.quote(text)}").rc == 0
+    for name, data in (("notes.txt", "lecture notes"), ("data.csv", "a,b\n1,2\n")):
+        host.run(f"printf '%s' {shlex.quote(data)} > /tmp/{name} && chmod 644 /tmp/{name}")
+        added = standin(host, f"--add-file=/tmp/{name}")
+        assert added.rc == 0, added.stdout + added.stderr
+    listing = content(host)
+    assert listing["release"] == V1
+    return listing
+
+
+def test_status_names_the_live_colour_before_any_switch(host: Any) -> None:
+    run = run_playbook("moodle_status.yml")
+    assert run.rc == 0
+    data = fact(host)
+    assert f"Active colour: {data['active_colour']}" in run.output
+    if "last_switch" not in data:  # a fresh site (not when verify runs again)
+        assert "never (first deployment)" in run.output
+    assert run.changed == 0
+
+
+def test_upgrade_under_load_serves_v2_with_every_row_and_file(
+    host: Any, standin_archives: Any, site_content: dict[str, Any]
+) -> None:
+    before = fact(host)
+    live, idle = before["active_colour"], ({"blue", "green"} - {before["active_colour"]}).pop()
+
+    _start_load(host)
+    try:
+        run = _upgrade(standin_archives, "standin-moodle-v2.tgz", "4.5.1")
+    finally:
+        records = _stop_load(host)
+
+    assert run.rc == 0, run.output[-3000:]
+    after = fact(host)
+    assert after["active_colour"] == idle
+    assert after["frozen"] == live
+    assert after["last_switch"]["reason"] == "upgrade"
+    status, body = front_page(host)
+    assert status == 200 and f"Moodle {V2}" in body
+    listing = content(host)
+    assert listing["release"] == V2
+    assert [r["content"] for r in listing["rows"]] == [r["content"] for r in site_content["rows"]]
+    assert [f["contenthash"] for f in listing["files"]] == [
+        f["contenthash"] for f in site_content["files"]
+    ]
+    assert all(f["ondisk"] and f["intact"] for f in listing["files"])
+
+    errors = [r for r in records if r["status"] not in (200, 503)]
+    bad_503 = [r for r in records if r["status"] == 503 and r["page"] != "maintenance"]
+    pages = sorted({r["page"] for r in records if r["status"] == 200})
+    window = _maintenance_window(records)
+    print(
+        f"\nload during the upgrade: {len(records)} requests, pages {pages}, "
+        f"{sum(r['page'] == 'maintenance' for r in records)} maintenance responses "
+        f"over {window} s; "
+        f"playbook's maintenance window {after['last_upgrade']['maintenance_seconds']} s, "
+        f"database copy {after['last_upgrade']['db_copy_seconds']} s, "
+        f"moodledata copy {after['last_upgrade']['data_copy']}"
+    )
+    assert not errors, f"connection errors or unexpected statuses: {errors[:5]}"
+    assert not bad_503, f"503 that is not the maintenance page: {bad_503[:3]}"
+    assert records[-1]["page"] == V2
+    assert V1 in pages, "the load generator never saw v1 before the freeze"
+
+
+def test_the_old_colour_stays_frozen_as_the_rollback_point(host: Any) -> None:
+    data = fact(host)
+    frozen = data["frozen"]
+    assert host.file(f"{data['colours'][frozen]['dataroot']}/climaintenance.html").exists
+    assert not host.service(f"moodle-cron-{frozen}.timer").is_running
+    assert host.service(f"moodle-cron-{data['active_colour']}.timer").is_running
+    link = host.file("/etc/nginx/conf.d/moodle-upstream.conf")
+    assert (
+        link.is_symlink
+        and link.linked_to == f"/etc/nginx/moodle-upstreams/{data['active_colour']}.conf"
+    )
+    # The pool files are shared by hard link, the rest is the colour's own.
+    live_root, frozen_root = (
+        data["colours"][data["active_colour"]]["dataroot"],
+        data["colours"][frozen]["dataroot"],
+    )
+    pool = host.run(f"cd {live_root}/filedir && find . -type f | head -1").stdout.strip()
+    assert pool, "no pool file found"
+    inode = host.run(
+        f"stat -c %i {live_root}/filedir/{pool} {frozen_root}/filedir/{pool}"
+    ).stdout.split()
+    assert inode[0] == inode[1]
+
+
+def test_the_same_upgrade_again_changes_nothing(host: Any, standin_archives: Any) -> None:
+    run = _upgrade(standin_archives, "standin-moodle-v2.tgz", "4.5.1")
+    assert run.rc == 0
+    assert "nothing to do" in run.output
+    assert run.changed == 0
+
+
+def test_the_moodle_playbook_after_the_switch_changes_nothing(
+    host: Any, standin_archives: Any
+) -> None:
+    """Operators re-run site.yml with the new release in the inventory: it must agree."""
+    # Without the switch this run would upgrade the live colour in place: do not.
+    data = fact(host)
+    assert data["colours"][data["active_colour"]]["release"] == "4.5.1", "needs the upgrade"
+    run = run_playbook(
+        "moodle.yml",
+        moodle_version="4.5.1",
+        moodle_archive_local=str(standin_archives / "standin-moodle-v2.tgz"),
+    )
+    assert run.rc == 0
+    assert run.changed == 0, re.findall(r"changed: \[.*", run.output)
+
+
+def test_rollback_serves_v1_with_its_data_and_reports_what_stays_behind(
+    host: Any, site_content: dict[str, Any]
+) -> None:
+    assert fact(host).get("last_switch", {}).get("reason") == "upgrade", "needs the upgrade"
+    assert standin(host, "--add-row='written on v2 after the switch'").rc == 0
+    upgraded = fact(host)["active_colour"]
+
+    run = run_playbook("moodle_rollback.yml")
+
+    assert run.rc == 0, run.output[-3000:]
+    data = fact(host)
+    assert data["active_colour"] != upgraded
+    assert data["last_switch"]["reason"] == "rollback"
+    assert data["last_rollback"]["rows_written_since_switch"] >= 1
+    assert "WARNING" in run.output and "NOT on the site now" in run.output
+    status, body = front_page(host)
+    assert status == 200 and f"Moodle {V1}" in body
+    listing = content(host)
+    assert [r["content"] for r in listing["rows"]] == [r["content"] for r in site_content["rows"]]
+    assert all(f["intact"] for f in listing["files"])
+    # What was written on v2 is kept there, frozen.
+    kept = content(host, colour=upgraded)
+    assert "written on v2 after the switch" in [r["content"] for r in kept["rows"]]
+    assert host.file(f"{data['colours'][upgraded]['dataroot']}/climaintenance.html").exists
+
+    status_run = run_playbook("moodle_status.yml")
+    assert f"Active colour: {data['active_colour']} (since rollback" in status_run.output
+
+
+def test_a_second_rollback_changes_nothing(host: Any) -> None:
+    run = run_playbook("moodle_rollback.yml")
+    assert run.rc == 0
+    assert "nothing to roll back" in run.output
+    assert run.changed == 0
+
+
+def test_a_failing_upgrade_leaves_v1_live_writable_and_whole(
+    host: Any, standin_archives: Any, site_content: dict[str, Any]
+) -> None:
+    before = fact(host)
+    live = before["active_colour"]
+
+    run = _upgrade(standin_archives, "standin-moodle-v2-broken.tgz", "4.5.2")
+
+    assert run.rc != 0
+    assert "Nothing was switched" in run.output
+    assert "upgrade.php" in run.output
+    after = fact(host)
+    assert after["active_colour"] == live
+    assert after["colours"][live] == before["colours"][live]
+    status, body = front_page(host)
+    assert status == 200 and f"Moodle {V1}" in body
+    assert not host.file(f"{after['colours'][live]['dataroot']}/climaintenance.html").exists
+    assert host.service(f"moodle-cron-{live}.timer").is_running
+    assert not host.file("/var/lib/mjp-moodle/bluegreen.lock").exists
+    assert standin(host, "--add-row='still writable'").rc == 0
+    rows = [r["content"] for r in content(host)["rows"]]
+    assert rows == [r["content"] for r in site_content["rows"]] + ["still writable"]
+
+
+def test_a_refused_target_changes_nothing(host: Any, standin_archives: Any) -> None:
+    """Going back to an older release is refused by the pre-checks, before any freeze."""
+    before = fact(host)
+    run = run_playbook(
+        "moodle_upgrade.yml",
+        moodle_version="4.4",
+        moodle_archive_local=str(standin_archives / "standin-moodle-v1.tgz"),
+    )
+    assert run.rc != 0
+    assert "Nothing was changed" in run.output or "nothing was changed" in run.output
+    assert fact(host) == before
