@@ -118,8 +118,8 @@ def render(demo: Demo, real_archive: str, seconds: int | None) -> str:
     lines += [
         f"  admin user:     {MOODLE_ADMIN_USER}",
         f"  admin password: in {_path(demo.secrets / 'moodle-admin-password')}",
-        f"  browse from this machine: add \"{moodle.address} {moodle.public_name}\" to /etc/hosts"
-        " (self-signed certificate)",
+        "  browse from this machine (self-signed certificates): add to /etc/hosts",
+        *(f"    {h.address} {h.public_name}" for h in [moodle, *demo.hubs]),
         "",
         "JupyterHubs (one LTI 1.1 external tool each in Moodle):",
     ]
