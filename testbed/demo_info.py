@@ -130,8 +130,9 @@ def render(demo: Demo, real_archive: str, seconds: int | None) -> str:
             + _path(demo.secrets / hub.name / "moodle_api_token.txt"),
         ]
     lines += [
-        "  mod_lticontainer takes the hub per activity: paste the hub URL into the activity's",
-        "  JupyterHub URL field and that hub's token into its \"API token\" field.",
+        "  mod_lticontainer takes the hub per activity: in the activity's settings paste the hub",
+        "  URL into \"JupyterHub (container host) URL\" and that hub's token into its",
+        "  \"JupyterHub API Token\" field.",
     ]
     if demo.hubs:
         hub = demo.hubs[0]

@@ -44,7 +44,7 @@ def test_print_out_names_urls_tools_and_credential_files(demo: demo_info.Demo) -
     for hub in ("hub1", "hub2"):
         assert f'https://{hub}/   tool "JupyterHub {hub}"' in text
         assert str(demo.secrets / hub / "moodle_api_token.txt") in text
-    assert '"API token" field' in text
+    assert '"JupyterHub API Token" field' in text
     assert "missing" in text.split("hub2/moodle_api_token.txt")[1].splitlines()[0]
     assert "make demo took 42 s" in text
     assert SENTINEL not in text
