@@ -1,7 +1,9 @@
 """``ltihub-launch``: perform an LTI 1.1 launch exactly as Moodle does, then wait.
 
 Posts a signed basic-launch form to the hub, asks the hub to spawn, polls the
-hub API until the user's server is ready, and prints a JSON report.
+hub API until the user's server is ready, and prints a JSON report. With ``--open``
+it then loads the server's start page as the browser would (through the proxy and
+the hub's OAuth redirects) and reports its final URL, status and title.
 Exit codes: 0 server up, 1 launch refused, 2 timeout or error.
 """
 
@@ -41,6 +43,9 @@ class LaunchReport:
     seconds: float | None = None
     user: str | None = None
     server_url: str | None = None
+    page_url: str | None = None  # --open: where the browser ends up (e.g. .../lab)
+    page_status: int | None = None
+    page_title: str | None = None  # "JupyterLab" when JupyterLab answered
 
     @property
     def exit_code(self) -> int:
@@ -265,6 +270,24 @@ def run_launch(
         time.sleep(poll_interval)
 
 
+def page_title(html: str) -> str | None:
+    match = re.search(r"<title[^>]*>(.*?)</title>", html, re.IGNORECASE | re.DOTALL)
+    return " ".join(match.group(1).split()) if match else None
+
+
+def open_server(session: requests.Session, report: LaunchReport) -> LaunchReport:
+    """Load the ready server's start page with the user's cookies, following redirects."""
+    if report.result != "ok" or not report.server_url:
+        return report
+    page = session.get(report.server_url, allow_redirects=True, timeout=60)
+    report.page_url, report.page_status = page.url, page.status_code
+    report.page_title = page_title(page.text)
+    if page.status_code != 200:
+        report.result = "failed"
+        report.message = f"the server is up but its page answered HTTP {page.status_code}"
+    return report
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ltihub-launch",
@@ -305,6 +328,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="do not verify TLS (testing only)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
     p.add_argument("--poll-interval", type=float, default=1.0)
+    p.add_argument(
+        "--open",
+        action="store_true",
+        help="then load the server's start page (e.g. JupyterLab) and report its title",
+    )
     return p
 
 
@@ -351,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout=args.timeout,
             poll_interval=args.poll_interval,
         )
+        if args.open:
+            report = open_server(session, report)
     except (requests.RequestException, ValueError, KeyError) as exc:
         report = LaunchReport(result="error", message=f"{type(exc).__name__}: {exc}")
     print(report.to_json())

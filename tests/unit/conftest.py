@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Test this checkout's package, not whichever copy the (possibly shared) venv installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from ltihub.accounts import StaticAccounts
 from ltihub.params import SpawnPlan, build_plan

@@ -251,8 +251,24 @@ class FakeHub(BaseHTTPRequestHandler):
             return
         self._send(302, "", Location="/hub/spawn", Set_Cookie="hub=alice; Path=/hub/")
 
+    def _user_server(self) -> None:
+        """JupyterLab behind the proxy: an OAuth round trip through the hub, then /lab."""
+        if self.path == "/user/alice/":
+            self._send(302, "", Location="/hub/api/oauth2/authorize?client_id=alice")
+        elif self.path == "/user/alice/oauth_callback":
+            self._send(302, "", Location="/user/alice/lab",
+                       Set_Cookie="lab=alice; Path=/user/alice/")
+        elif "lab=alice" not in (self.headers.get("Cookie") or ""):
+            self._send(403, "<div class='error'><h1>403 : Forbidden</h1></div>")
+        elif FakeHub.mode == "lab-down":
+            self._send(503, "<html><head><title>503</title></head></html>")
+        else:
+            self._send(200, "<html><head>\n<title>\n  JupyterLab\n</title></head></html>")
+
     def do_GET(self) -> None:  # noqa: N802 - http.server API
-        if not self._logged_in():
+        if self.path.startswith("/user/alice/"):
+            self._user_server()
+        elif not self._logged_in():
             self._send(403, '{"status": 403, "message": "not logged in"}', "application/json")
         elif self.path == "/hub/api/user":
             self._send(200, json.dumps({"name": "alice"}), "application/json")
@@ -273,7 +289,7 @@ class FakeHub(BaseHTTPRequestHandler):
             if FakeHub.spawned and FakeHub.mode == "fail" and FakeHub.polls > 1:
                 servers: dict[str, Any] = {}
             elif FakeHub.spawned:
-                ready = FakeHub.mode == "ok" and FakeHub.polls > 2
+                ready = FakeHub.mode in ("ok", "lab-down") and FakeHub.polls > 2
                 server = {
                     "ready": ready,
                     "pending": None if ready else "spawn",
@@ -283,6 +299,8 @@ class FakeHub(BaseHTTPRequestHandler):
             else:
                 servers = {}
             self._send(200, json.dumps({"name": "alice", "servers": servers}), "application/json")
+        elif self.path == "/hub/api/oauth2/authorize?client_id=alice":
+            self._send(302, "", Location="/user/alice/oauth_callback")
         elif self.path == "/hub/api/users/alice/server/progress":
             event = {"progress": 100, "failed": True, "message": "Spawn failed: no image"}
             self._send(200, f"data: {json.dumps(event)}\n\n", "text/event-stream")
@@ -338,6 +356,29 @@ def test_cli_ok_with_secret_from_env(
     assert form["custom_lms_image"] == "jupyterhub/x : 1"
     assert form["roles"] == "Instructor"
     assert form["custom_lms_teachers"] == "alice"
+
+
+def test_cli_open_follows_the_oauth_round_trip_to_jupyterlab(
+    fake_hub: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LTIHUB_SECRET", SHARED)
+    code, report = run_cli(fake_hub, capsys, "--open")
+    assert code == 0, report
+    assert report["page_status"] == 200
+    assert report["page_url"].endswith("/user/alice/lab")
+    assert report["page_title"] == "JupyterLab"
+
+
+def test_cli_open_reports_a_server_page_that_fails(
+    fake_hub: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LTIHUB_SECRET", SHARED)
+    code, report = run_cli(fake_hub, capsys)
+    assert report["page_status"] is None, "without --open the page is not loaded"
+    FakeHub.mode, FakeHub.polls = "lab-down", 0
+    code, report = run_cli(fake_hub, capsys, "--open")
+    assert (code, report["result"], report["page_status"]) == (2, "failed", 503)
+    assert "503" in report["message"]
 
 
 def test_cli_refused_shows_message(
