@@ -269,3 +269,19 @@ def test_unsafe_member_names() -> None:
     assert not mb.safe_member_name("/etc/passwd")
     assert not mb.safe_member_name("../x")
     assert not mb.safe_member_name("a/../../x")
+
+
+def test_remote_copy_uses_the_key_and_the_pinned_host_key_only(tmp_path: Path) -> None:
+    remote = mb.Remote(
+        destination="backup@store.example.edu:/srv/backups/moodle",
+        port=2222,
+        ssh_key="/etc/mjp/moodle-backup-ssh/id_ed25519",
+        known_hosts="/etc/mjp/moodle-backup-ssh/known_hosts",
+    )
+    argv = mb.rsync_argv(mb.Config(backup_dir=tmp_path, remote=remote))
+    ssh = argv[argv.index("-e") + 1]
+    assert "StrictHostKeyChecking=yes" in ssh and "BatchMode=yes" in ssh
+    assert "-i /etc/mjp/moodle-backup-ssh/id_ed25519" in ssh and "-p 2222" in ssh
+    assert "UserKnownHostsFile=/etc/mjp/moodle-backup-ssh/known_hosts" in ssh
+    assert "--delete-after" in argv and "--exclude=*.partial" in argv
+    assert argv[-2:] == [f"{tmp_path}/", "backup@store.example.edu:/srv/backups/moodle/"]

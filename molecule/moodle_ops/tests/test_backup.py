@@ -248,6 +248,63 @@ def test_backup_refused_when_the_disk_is_too_full(host: Any) -> None:
         host.run(f"rm -rf /srv/moodle-backups/full-test {config}")
 
 
+def test_remote_copy_over_ssh(host: Any) -> None:
+    """The host itself plays the remote backup server (sshd on 127.0.0.1, root's key)."""
+    install = "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server"
+    assert host.run(install).rc == 0
+    assert host.run("systemctl start ssh").rc == 0
+    key = "/etc/mjp/moodle-backup-ssh/id_ed25519"
+    comment = f"mjp-moodle-backup@{HOST}"  # as the role names it
+    setup = (
+        f"install -d -m 0700 /etc/mjp/moodle-backup-ssh /root/.ssh && "
+        f"{{ test -f {key} || ssh-keygen -q -t ed25519 -N '' -C {comment} -f {key}; }} && "
+        f"cat {key}.pub >> /root/.ssh/authorized_keys && chmod 0600 /root/.ssh/authorized_keys"
+    )
+    assert host.run(setup).rc == 0
+    host_key = " ".join(host.file("/etc/ssh/ssh_host_ed25519_key.pub").content_string.split()[:2])
+    assert host.run(f"cp -p {CONFIG} {CONFIG}.saved").rc == 0
+    try:
+        run = run_playbook(
+            "moodle_backup.yml",
+            moodle_backup_remote_destination="root@127.0.0.1:/srv/remote-copy",
+            moodle_backup_remote_host_key=host_key,
+        )
+        assert run.rc == 0
+        name = _backup_name(run.output)
+        assert "Copied to root@127.0.0.1:/srv/remote-copy." in run.output
+        local = set(host.run(f"ls -A {BACKUPS}").stdout.split()) - {".lock"}
+        remote = set(host.run("ls -A /srv/remote-copy").stdout.split())
+        assert name in remote and remote == local  # the retention is mirrored
+        remote_config = "/root/remote-test.json"
+        _test_config(host, remote_config, backup_dir="/srv/remote-copy")
+        verify = _cli(host, f"verify --deep {name}", remote_config)
+        assert verify.rc == 0, verify.stderr
+
+        # A host that does not show the pinned key gets nothing.
+        other = "ssh-keygen -q -t ed25519 -N '' -f /root/other-key"
+        assert host.run(f"rm -f /root/other-key* && {other}").rc == 0
+        wrong = "127.0.0.1 " + host.file("/root/other-key.pub").content_string
+        assert host.run(f"printf %s {shlex.quote(wrong)} > /root/wrong_known_hosts").rc == 0
+        settings = json.loads(host.file(CONFIG).content_string)
+        _test_config(
+            host,
+            remote_config,
+            remote={**settings["remote"], "known_hosts": "/root/wrong_known_hosts"},
+        )
+        result = _cli(host, "backup --no-prune", remote_config)
+        assert result.rc == 1
+        assert "but the copy to root@127.0.0.1:/srv/remote-copy failed" in result.stderr
+        assert "Host key verification failed" in result.stderr
+        assert json.loads(_cli(host, "list").stdout)["backups"][0]["name"] not in set(
+            host.run("ls -A /srv/remote-copy").stdout.split()
+        )
+    finally:
+        host.run(f"mv {CONFIG}.saved {CONFIG}")
+        host.run("rm -rf /srv/remote-copy /root/remote-test.json /root/other-key*")
+        host.run("rm -f /root/wrong_known_hosts")
+        host.run("systemctl stop ssh")
+
+
 def test_restore_to_the_idle_colour(host: Any) -> None:
     live = fact(host)["active_colour"]
     idle = "green" if live == "blue" else "blue"

@@ -579,26 +579,28 @@ def prune(cfg: Config, dry_run: bool = False) -> list[str]:
     return doomed
 
 
-def sync_remote(cfg: Config) -> None:
+def rsync_argv(cfg: Config) -> list[str]:
+    """rsync of the backup directory to the remote host: key auth only, pinned host key."""
     remote = cfg.remote
     ssh = ["ssh", "-p", str(remote.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
     if remote.ssh_key:
         ssh += ["-i", remote.ssh_key, "-o", "IdentitiesOnly=yes"]
     if remote.known_hosts:
         ssh += ["-o", f"UserKnownHostsFile={remote.known_hosts}"]
-    argv = [
-        "rsync",
-        "-a",
-        "--partial-dir=.rsync-partial",
-        "--exclude=*.partial",
-        "--exclude=.lock",
-        "-e",
-        " ".join(ssh),
-    ]
+    argv = ["rsync", "-a", "--partial-dir=.rsync-partial", "--exclude=*.partial"]
+    argv += ["--exclude=.lock", "-e", " ".join(ssh)]
     if remote.delete:
         argv.append("--delete-after")
-    argv += [f"{cfg.backup_dir}/", remote.destination.rstrip("/") + "/"]
-    output(argv)
+    return [*argv, f"{cfg.backup_dir}/", remote.destination.rstrip("/") + "/"]
+
+
+def sync_remote(cfg: Config, name: str) -> None:
+    proc = subprocess.run(rsync_argv(cfg), capture_output=True, text=True, check=False)  # noqa: S603
+    if proc.returncode != 0:
+        raise BackupError(
+            f"backup {name} is complete in {cfg.backup_dir}, but the copy to "
+            f"{cfg.remote.destination} failed (rsync exit {proc.returncode}): {proc.stderr.strip()}"
+        )
 
 
 # ---- subcommands --------------------------------------------------------------------------
@@ -659,7 +661,7 @@ def cmd_backup(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
             raise
         pruned = [] if args.no_prune else prune(cfg)
     if cfg.remote.destination and not args.no_sync:
-        sync_remote(cfg)
+        sync_remote(cfg, name)
     return {
         "backup": name,
         "path": str(final),
