@@ -121,7 +121,7 @@ def pad_database(container: str, db: str, mib: int) -> None:
         f" INSERT INTO `{db}`.mdl_standin_bench (pad) SELECT REPEAT(MD5(RAND()), 128)"
         f" FROM seq_1_to_{rows};"
     )
-    sh(container, f"mariadb -e {shlex.quote(sql)}")
+    sh(container, f"mariadb {db} -e {shlex.quote(sql)}")
 
 
 def copy_figures(container: str, n: int) -> dict[str, Any]:

@@ -52,15 +52,11 @@ def run_playbook(name: str, **extra_vars: Any) -> PlaybookRun:
     env["ANSIBLE_ROLES_PATH"] = str(REPO / "roles")
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
-    argv = [
-        "ansible-playbook",
-        "-i",
-        os.environ["MOLECULE_INVENTORY_FILE"],
-        str(REPO / "playbooks" / name),
-    ]
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    argv = ["ansible-playbook", "-i", inventory, str(REPO / "playbooks" / name)]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
-    proc = subprocess.run(  # noqa: S603 -- our own playbook, our own inventory
+    proc = subprocess.run(  # noqa: S603 - our own playbooks, argument list
         argv, env=env, cwd=REPO, capture_output=True, text=True, check=False
     )
     output = proc.stdout + proc.stderr
@@ -110,7 +106,5 @@ def db(host: Any, sql: str) -> str:
 @pytest.fixture(scope="session")
 def standin_archives() -> Path:
     """The stand-in archives built by the scenario's prepare step."""
-    assert (STANDIN_DIR / "standin-moodle-v2.tgz").is_file(), (
-        "run the scenario's prepare step first"
-    )
+    assert (STANDIN_DIR / "standin-moodle-v2.tgz").is_file(), "run the scenario's prepare first"
     return STANDIN_DIR
