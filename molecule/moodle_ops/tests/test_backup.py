@@ -327,10 +327,14 @@ def test_restore_to_the_idle_colour(host: Any) -> None:
     after = content(host, idle)
     assert after["rows"] == before["rows"]
     assert after["files"] == before["files"] and all(f["intact"] for f in after["files"])
-    # without the blue-green role the live colour stays; with it the restore switched
-    if "not live: the blue-green" in run.output:
-        assert fact(host)["active_colour"] == live
+    # The restore is itself a blue-green switch: the restored colour is live, the old one
+    # frozen as the rollback point.
+    data = fact(host)
+    assert data["active_colour"] == idle
+    assert data["frozen"] == live
+    assert data["last_switch"]["reason"] == "restore"
     assert front_page(host)[0] == 200
+    assert content(host)["rows"] == before["rows"]
 
 
 def _backup_name_of_latest(host: Any) -> str:
