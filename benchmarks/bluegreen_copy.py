@@ -85,7 +85,8 @@ def fact(container: str) -> dict[str, Any]:
     return data
 
 
-def playbook(inventory: str, name: str, **extra: str) -> int:
+def playbook(inventory: str, name: str, **extra: str) -> tuple[int, str]:
+    """Run a playbook against the scenario's inventory; return its exit code and output."""
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"))
     cfg = Path(inventory).parent.parent / "ansible.cfg"
     if cfg.is_file():
@@ -94,9 +95,11 @@ def playbook(inventory: str, name: str, **extra: str) -> int:
     if extra:
         argv += ["-e", json.dumps(extra)]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)  # noqa: S603
-    if proc.returncode != 0:
-        print(proc.stdout[-3000:], file=sys.stderr)
-    return proc.returncode
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0 or "PLAY RECAP" not in output:
+        print(f"{name} did not run through:\n{output[-3000:]}", file=sys.stderr)
+        return proc.returncode or 1, output
+    return 0, output
 
 
 def find_inventory(container: str) -> str:
@@ -191,14 +194,16 @@ def main() -> int:
             )
             in_pool = n
             standin = Path(args.standin_dir)
-            rc = playbook(
+            before = fact(args.container).get("last_upgrade", {}).get("at")
+            rc, _ = playbook(
                 args.inventory,
                 "moodle_upgrade.yml",
                 moodle_version="4.5.1",
                 moodle_archive_local=str(standin / "standin-moodle-v2.tgz"),
             )
-            up = fact(args.container).get("last_upgrade", {}) if rc == 0 else {}
-            window = f"{up.get('maintenance_seconds', 'failed')}"
+            up = fact(args.container).get("last_upgrade", {})
+            ran = rc == 0 and up.get("at") != before
+            window = f"{up['maintenance_seconds']}" if ran else "failed"
             playbook(args.inventory, "moodle_rollback.yml")
         rows.append((n, figures, window))
 
