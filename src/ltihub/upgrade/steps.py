@@ -1,0 +1,635 @@
+"""The steps of an upgrade and of a rollback: each idempotent, each with its undo.
+
+A step gets the context (configuration, host access, the plan fixed when the operation began
+and what earlier steps recorded) and returns the data to journal. Re-running a step after a
+crash at any point inside it must be safe; ``undo`` must be safe to run whether the step
+finished, stopped half-way or never started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .config import Config, Proxy
+from .db import (
+    BinlogPos,
+    MariaDBCommands,
+    PositionTap,
+    PostgresCommands,
+    count_rows,
+    id_tables_sql,
+    ident,
+    max_ids_sql,
+    rows,
+)
+from .host import Cmd, CommandFailed, Http, Runner, argv
+
+
+class StepFailed(Exception):
+    """A step could not do its work (a sentence for the operator)."""
+
+
+@dataclass
+class Ctx:
+    config: Config
+    runner: Runner
+    http: Http
+    plan: dict[str, Any]
+    data: dict[str, dict[str, Any]]  # step name -> what it recorded
+    attempts: dict[str, int]  # step name -> how many times it has started
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.time
+
+    @property
+    def live(self) -> str:
+        return str(self.plan["live"])
+
+    @property
+    def idle(self) -> str:
+        return str(self.plan["idle"])
+
+    def entry(self, colour: str) -> dict[str, Any]:
+        """The fact's record of a colour as it was when the operation began."""
+        return dict(self.plan["fact"].get("colours", {}).get(colour, {}))
+
+    def mariadb(self) -> MariaDBCommands:
+        return MariaDBCommands(self.config)
+
+    def pg(self) -> PostgresCommands:
+        return PostgresCommands(self.config)
+
+    def sql(self, query: str, db: str = "") -> Cmd:
+        if self.config.engine == "mariadb":
+            return self.mariadb().sql(query, db)
+        return self.pg().sql(query, db)
+
+
+StepFn = Callable[[Ctx], dict[str, Any]]
+UndoFn = Callable[[Ctx], None]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: StepFn
+    undo: UndoFn | None = None
+    in_window: bool = False
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    steps: tuple[Step, ...]
+    # Once this step is done a resumed run goes forward; before it, it undoes.
+    point_of_no_return: str
+    # Once this step is done nothing is undone any more (the proxies serve the new colour).
+    committed_after: str = "switch"
+    names: tuple[str, ...] = field(default=())
+
+    def index(self, name: str) -> int:
+        return [s.name for s in self.steps].index(name)
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def php_cli(ctx: Ctx, entry_dir: str, public: bool, script: str, *args: str) -> Cmd:
+    dirroot = entry_dir + ("/public" if public else "")
+    return Cmd(argv("runuser", "-u", ctx.config.web_user, "--", ctx.config.php,
+                    f"{dirroot}/admin/cli/{script}", args))
+
+
+def colour_cli(ctx: Ctx, colour: str, script: str, *args: str) -> Cmd:
+    """A CLI script of a colour through its code link (its current release)."""
+    if colour == ctx.idle and ctx.plan.get("target"):
+        public = bool(ctx.plan["target"]["public_layout"])
+    else:
+        public = bool(ctx.entry(colour).get("public_layout", False))
+    return php_cli(ctx, ctx.config.colours[colour].code_link, public, script, *args)
+
+
+def systemctl(*args: str) -> Cmd:
+    return Cmd(argv("systemctl", args))
+
+
+def timer(colour: str) -> str:
+    return f"moodle-cron-{colour}.timer"
+
+
+def atomic_symlink(target: str, link: str) -> None:
+    """Point ``link`` at ``target`` in one rename (never a moment without the link)."""
+    tmp = f"{link}.mjp-new"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: UP017
+
+
+def files_newer(dataroot: str, since: float) -> int:
+    count = 0
+    for base, _dirs, files in os.walk(os.path.join(dataroot, "filedir")):
+        for name in files:
+            try:
+                if os.lstat(os.path.join(base, name)).st_mtime >= since:
+                    count += 1
+            except FileNotFoundError:
+                continue
+    return count
+
+
+def count_writes(ctx: Ctx, colour: str, since: int) -> dict[str, Any]:
+    """Rows and pool files written on ``colour`` at or after ``since`` (epoch seconds)."""
+    c = ctx.config
+    by_table = count_rows(ctx.runner, c.engine, ctx.sql, c.colours[colour].db_name,
+                          c.db_prefix, since)
+    return {"rows": sum(by_table.values()), "by_table": by_table,
+            "files": files_newer(c.colours[colour].dataroot, since)}
+
+
+def recreate_empty_db(ctx: Ctx, colour: str) -> None:
+    db = ctx.config.colours[colour].db_name
+    cmd = ctx.mariadb().recreate(db) if ctx.config.engine == "mariadb" else ctx.pg().recreate(db)
+    ctx.runner.run(cmd)
+
+
+def _space_message(error: CommandFailed, what: str, ctx: Ctx) -> StepFailed:
+    if error.no_space:
+        return StepFailed(
+            f"the disk filled up while copying the {what} to colour {ctx.idle}: the partial "
+            f"copy is removed and colour {ctx.live} serves again. Free some space and re-run. "
+            f"({error})"
+        )
+    return StepFailed(f"copying the {what} to colour {ctx.idle} failed: {error}")
+
+
+# ------------------------------------------------------------------------- upgrade steps
+
+
+def keep_writes(ctx: Ctx) -> dict[str, Any]:
+    """Before overwriting an idle colour that holds writes: dump its database, set its
+    moodledata aside (a rename). Idempotent: finished parts are not redone."""
+    kept = ctx.plan.get("keep_writes")
+    if not kept:
+        return {}
+    c = ctx.config
+    stamp = str(kept["stamp"])
+    colour = c.colours[ctx.idle]
+    os.makedirs(c.backup_dir, mode=0o700, exist_ok=True)
+    dump = os.path.join(c.backup_dir, f"{colour.db_name}-writes-{stamp}.sql.gz")
+    if not os.path.exists(dump):
+        partial = dump + ".partial"
+        producer = (ctx.mariadb().dump(colour.db_name, with_position=False)
+                    if c.engine == "mariadb" else ctx.pg().dump(colour.db_name))
+        ctx.runner.pipe(producer, Cmd(("gzip", "-c"), stdout_file=partial))
+        os.replace(partial, dump)
+    aside = f"{colour.dataroot}.writes-{stamp}"
+    if os.path.exists(colour.dataroot) and not os.path.exists(aside):
+        os.rename(colour.dataroot, aside)
+    return {"dump": dump, "moodledata": aside}
+
+
+def code_link(ctx: Ctx) -> dict[str, Any]:
+    link = ctx.config.colours[ctx.idle].code_link
+    target = str(ctx.plan["target"]["release_dir"])
+    previous = ctx.data.get("code_link", {}).get("previous") or str(
+        ctx.entry(ctx.idle).get("release_dir", "")
+    )
+    if os.path.islink(link) and os.readlink(link) != target:
+        previous = os.readlink(link)
+    atomic_symlink(target, link)
+    ctx.runner.run(systemctl("reload", ctx.config.php_fpm_service))
+    return {"previous": previous}
+
+
+def undo_code_link(ctx: Ctx) -> None:
+    previous = ctx.data.get("code_link", {}).get("previous") or ctx.entry(ctx.idle).get(
+        "release_dir", ""
+    )
+    link = ctx.config.colours[ctx.idle].code_link
+    if previous and (not os.path.islink(link) or os.readlink(link) != previous):
+        atomic_symlink(str(previous), link)
+        ctx.runner.run(systemctl("reload", ctx.config.php_fpm_service))
+
+
+def precopy_db(ctx: Ctx) -> dict[str, Any]:
+    """MariaDB with a ROW binary log: copy the live database while it serves, noting the
+    binary log position of the copy. Otherwise nothing (the copy happens at the freeze)."""
+    c = ctx.config
+    if c.engine != "mariadb" or c.mariadb.precopy != "binlog":
+        return {"mode": "full"}
+    m = ctx.mariadb()
+    settings = rows(ctx.runner.run(m.binlog_settings()).stdout)
+    if not settings or settings[0][0] != "1" or settings[0][1].upper() != "ROW":
+        return {"mode": "full", "why": "the server has no binary log in ROW format"}
+    basename = settings[0][2]
+    live, idle = c.colours[ctx.live].db_name, c.colours[ctx.idle].db_name
+    ctx.runner.run(m.recreate(idle))
+    tap = PositionTap()
+    try:
+        ctx.runner.pipe(m.dump(live, with_position=True), m.load(idle), tap=tap)
+    except CommandFailed as error:
+        raise _space_message(error, "database", ctx) from error
+    if tap.found is None:
+        raise StepFailed("the database dump carried no binary log position (--master-data)")
+    return {"mode": "binlog", "binlog_dir": os.path.dirname(basename),
+            "file": tap.found.file, "pos": tap.found.pos}
+
+
+def undo_db(ctx: Ctx) -> None:
+    recreate_empty_db(ctx, ctx.idle)
+
+
+def freeze(ctx: Ctx) -> dict[str, Any]:
+    return freeze_colour(ctx, ctx.live)
+
+
+def freeze_colour(ctx: Ctx, colour: str) -> dict[str, Any]:
+    c = ctx.config
+    ctx.runner.run(systemctl("stop", timer(colour)))
+    deadline = ctx.clock() + c.cron_wait_seconds
+    service = f"moodle-cron-{colour}.service"
+    while ctx.runner.run(systemctl("is-active", "--quiet", service), check=False).rc == 0:
+        if ctx.clock() >= deadline:
+            raise StepFailed(f"cron of colour {colour} still runs after {c.cron_wait_seconds} s")
+        ctx.sleep(1.0)
+    ctx.runner.run(colour_cli(ctx, colour, "maintenance.php", "--enable"))
+    frozen_at = ctx.clock()
+    if c.drain_seconds > 0:
+        ctx.sleep(c.drain_seconds)
+    return {"frozen_at": frozen_at, "colour": colour}
+
+
+def unfreeze_colour(ctx: Ctx, colour: str) -> None:
+    ctx.runner.run(colour_cli(ctx, colour, "maintenance.php", "--disable"))
+    if ctx.config.cron_enabled:
+        ctx.runner.run(systemctl("start", timer(colour)))
+
+
+def undo_freeze(ctx: Ctx) -> None:
+    unfreeze_colour(ctx, ctx.live)
+
+
+def copy_db(ctx: Ctx) -> dict[str, Any]:
+    c = ctx.config
+    live, idle = c.colours[ctx.live].db_name, c.colours[ctx.idle].db_name
+    started = ctx.clock()
+    try:
+        if c.engine == "postgresql":
+            ctx.runner.run(ctx.pg().copy_template(live, idle))
+            return {"mode": "template", "seconds": round(ctx.clock() - started, 2)}
+        m = ctx.mariadb()
+        pre = ctx.data.get("precopy_db", {})
+        # A replay interrupted half-way cannot be repeated (events would apply twice):
+        # a second attempt copies the whole (frozen) database instead.
+        if pre.get("mode") == "binlog" and ctx.attempts.get("copy_db", 1) <= 1:
+            status = rows(ctx.runner.run(m.master_status()).stdout)
+            stop = BinlogPos(status[0][0], int(status[0][1]))
+            names = [r[0] for r in rows(ctx.runner.run(m.binary_logs()).stdout)]
+            start = BinlogPos(str(pre["file"]), int(pre["pos"]))
+            if start.file not in names or stop.file not in names:
+                raise StepFailed(f"binary log {start.file} is gone (purged?): re-run the upgrade")
+            files = names[names.index(start.file): names.index(stop.file) + 1]
+            paths = [os.path.join(str(pre["binlog_dir"]), f) for f in files]
+            ctx.runner.pipe(*m.replay(live, idle, start, stop, paths))
+            mismatch = replay_mismatch(ctx, live, idle)
+            if not mismatch:
+                return {"mode": "binlog", "from": f"{start.file}:{start.pos}",
+                        "to": f"{stop.file}:{stop.pos}",
+                        "seconds": round(ctx.clock() - started, 2)}
+            # The replay missed rows (e.g. filtered out): copy the frozen database whole.
+            ctx.runner.run(m.recreate(idle))
+            ctx.runner.pipe(m.dump(live, with_position=False), m.load(idle))
+            return {"mode": "full", "why": f"binary log replay incomplete: {mismatch}",
+                    "seconds": round(ctx.clock() - started, 2)}
+        ctx.runner.run(m.recreate(idle))
+        ctx.runner.pipe(m.dump(live, with_position=False), m.load(idle))
+        return {"mode": "full", "seconds": round(ctx.clock() - started, 2)}
+    except CommandFailed as error:
+        raise _space_message(error, "database", ctx) from error
+
+
+def replay_mismatch(ctx: Ctx, live: str, idle: str) -> str:
+    """Compare MAX(id) of every table of both databases; '' when they agree."""
+    tables = [r[0] for r in rows(ctx.runner.run(
+        ctx.sql(id_tables_sql(live, ctx.config.db_prefix))).stdout)]
+    if not tables:
+        return ""
+    a = {r[0]: r[1] for r in rows(ctx.runner.run(ctx.sql(max_ids_sql(live, tables))).stdout)}
+    b = {r[0]: r[1] for r in rows(ctx.runner.run(ctx.sql(max_ids_sql(idle, tables))).stdout)}
+    diff = [f"{t}: {a.get(t)} != {b.get(t)}" for t in sorted(a) if a.get(t) != b.get(t)]
+    return "; ".join(diff[:5])
+
+
+def copy_data(ctx: Ctx) -> dict[str, Any]:
+    c = ctx.config
+    src, dest = c.colours[ctx.live].dataroot, c.colours[ctx.idle].dataroot
+    try:
+        out = ctx.runner.run(Cmd(argv(c.copy_tool, src, dest, "--method", c.copy_method)))
+    except CommandFailed as error:
+        raise _space_message(error, "moodledata", ctx) from error
+    try:
+        stats = json.loads(out.stdout or "{}")
+    except json.JSONDecodeError:
+        stats = {}
+    return {"stats": stats if isinstance(stats, dict) else {}}
+
+
+def undo_copy_data(ctx: Ctx) -> None:
+    """Drop the idle copy (complete or partial); leave an empty dataroot like the live one's."""
+    c = ctx.config
+    dest = c.colours[ctx.idle].dataroot
+    for path in (dest + ".partial", dest + ".old", dest):
+        if os.path.lexists(path):
+            shutil.rmtree(path, ignore_errors=False)
+    live = os.stat(c.colours[ctx.live].dataroot)
+    os.mkdir(dest)
+    os.chown(dest, live.st_uid, live.st_gid)
+    os.chmod(dest, live.st_mode & 0o7777)
+
+
+def upgrade_php(ctx: Ctx) -> dict[str, Any]:
+    started = ctx.clock()
+    try:
+        ctx.runner.run(colour_cli(ctx, ctx.idle, "upgrade.php", "--non-interactive"))
+    except CommandFailed as error:
+        raise StepFailed(f"upgrade.php failed on colour {ctx.idle}: {error}") from error
+    seconds = round(ctx.clock() - started, 2)
+    ctx.runner.run(colour_cli(ctx, ctx.idle, "purge_caches.php"))
+    return {"seconds": seconds}
+
+
+def health(ctx: Ctx) -> dict[str, Any]:
+    c = ctx.config
+    port = c.colours[ctx.idle].backend_port
+    scheme, _, host = c.wwwroot.partition("://")
+    last = ""
+    for attempt in range(max(1, c.health_retries)):
+        try:
+            status, _h, body = ctx.http.get(
+                f"http://127.0.0.1:{port}/", headers={"Host": host.split("/")[0],
+                                                     "X-Forwarded-Proto": scheme})
+            if status == 200:
+                break
+            last = f"HTTP {status}: {' '.join(body.split())[:200]}"
+        except OSError as error:
+            last = str(error)
+        if attempt + 1 < c.health_retries:
+            ctx.sleep(c.health_delay)
+    else:
+        raise StepFailed(f"the backend of colour {ctx.idle} (port {port}) answered {last}")
+    expected = str(ctx.plan["target"].get("code_release", ""))
+    if expected:
+        out = ctx.runner.run(ctx.sql(
+            f"SELECT value FROM {ident(c.db_prefix)}config WHERE name = 'release'",  # noqa: S608
+            c.colours[ctx.idle].db_name))
+        got = out.stdout.strip()
+        if got != expected:
+            raise StepFailed(
+                f"the database of colour {ctx.idle} says release '{got}', the code '{expected}'")
+    pending = ctx.runner.run(colour_cli(ctx, ctx.idle, "upgrade.php", "--is-pending"),
+                             check=False)
+    if pending.rc != 0:
+        raise StepFailed(f"colour {ctx.idle} still has an upgrade pending (exit {pending.rc})")
+    if c.check_cron:
+        args = ("--keep-alive=0",) if c.cron_keep_alive_zero else ()
+        ctx.runner.run(colour_cli(ctx, ctx.idle, "cron.php", *args))
+    return {}
+
+
+# ---------------------------------------------------------------------------- proxies
+
+
+def _proxy_run(ctx: Ctx, proxy: Proxy, *args: str) -> None:
+    ctx.runner.run(Cmd(argv(proxy.prefix, args)))
+
+
+def _point_proxy(ctx: Ctx, proxy: Proxy, colour: str) -> None:
+    c = ctx.config
+    target = f"{c.upstream_dir}/{colour}.conf"
+    if proxy.prefix:
+        tmp = f"{c.upstream_link}.mjp-new"
+        _proxy_run(ctx, proxy, "ln", "-sfn", target, tmp)
+        _proxy_run(ctx, proxy, "mv", "-Tf", tmp, c.upstream_link)
+    else:
+        atomic_symlink(target, c.upstream_link)
+
+
+def _verify_proxy(ctx: Ctx, proxy: Proxy, colour: str) -> None:
+    c = ctx.config
+    last = ""
+    for attempt in range(max(1, c.health_retries)):
+        try:
+            status, headers, _body = ctx.http.get(c.wwwroot + "/", headers={},
+                                                  address=proxy.address)
+            served = headers.get(c.colour_header.lower(), "")
+            if status < 500 and served == colour:
+                return
+            last = f"HTTP {status} from colour '{served or '?'}'"
+        except OSError as error:
+            last = str(error)
+        if attempt + 1 < c.health_retries:
+            ctx.sleep(c.health_delay)
+    raise StepFailed(f"{c.wwwroot}/ through proxy {proxy.name} does not serve colour "
+                     f"{colour}: {last}")
+
+
+def point_proxies(ctx: Ctx, colour: str, *, verify: bool) -> None:
+    for proxy in ctx.config.proxies:
+        _point_proxy(ctx, proxy, colour)
+    for proxy in ctx.config.proxies:
+        _proxy_run(ctx, proxy, "nginx", "-t")
+    for proxy in ctx.config.proxies:
+        _proxy_run(ctx, proxy, "systemctl", "reload", "nginx")
+    if verify:
+        for proxy in ctx.config.proxies:
+            _verify_proxy(ctx, proxy, colour)
+
+
+def switch_to(ctx: Ctx, to: str, back: str) -> dict[str, Any]:
+    try:
+        point_proxies(ctx, to, verify=True)
+    except (CommandFailed, StepFailed, OSError) as error:
+        try:
+            point_proxies(ctx, back, verify=False)
+        except (CommandFailed, OSError) as again:
+            raise StepFailed(f"the proxies could not switch to colour {to} ({error}) nor back "
+                             f"to colour {back} ({again})") from error
+        raise StepFailed(f"the proxies could not switch to colour {to}: {error}; they serve "
+                         f"colour {back} again") from error
+    return {"switched_at": ctx.clock()}
+
+
+def switch(ctx: Ctx) -> dict[str, Any]:
+    return switch_to(ctx, ctx.idle, ctx.live)
+
+
+def undo_switch(ctx: Ctx) -> None:
+    point_proxies(ctx, ctx.live, verify=False)
+
+
+# ------------------------------------------------------------------------ record, cron
+
+
+def write_fact(path: str, fact: dict[str, Any]) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".mjp-new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, (json.dumps(fact, indent=4, sort_keys=True) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, p)
+
+
+def read_fact(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def maintenance_seconds(ctx: Ctx) -> float:
+    return round(float(ctx.data["switch"]["switched_at"])
+                 - float(ctx.data["freeze"]["frozen_at"]), 1)
+
+
+def _switch_fields(ctx: Ctx, fact: dict[str, Any], to: str, frm: str,
+                   reason: str) -> dict[str, Any]:
+    at = float(ctx.data["switch"]["switched_at"])
+    switched_in = dict(fact.get("switched_in", {}))
+    switched_in[to] = iso(at)
+    fact.update({
+        "active_colour": to,
+        "active_backend_port": ctx.config.colours[to].backend_port,
+        "frozen": frm,
+        "switched_in": switched_in,
+        "last_switch": {"at": iso(at), "epoch": int(at), "from": frm, "to": to,
+                        "reason": reason},
+    })
+    return fact
+
+
+def record_upgrade(ctx: Ctx) -> dict[str, Any]:
+    c = ctx.config
+    fact = read_fact(c.fact_file) or dict(ctx.plan["fact"])
+    t = ctx.plan["target"]
+    colours = dict(fact.get("colours", {}))
+    colours[ctx.idle] = {
+        "backend_port": c.colours[ctx.idle].backend_port,
+        "release": t["release"], "release_id": t["release_id"],
+        "release_dir": t["release_dir"], "code_version": t["code_version"],
+        "public_layout": t["public_layout"], "db_name": c.colours[ctx.idle].db_name,
+        "dataroot": c.colours[ctx.idle].dataroot,
+    }
+    fact["colours"] = colours
+    _switch_fields(ctx, fact, ctx.idle, ctx.live, "upgrade")
+    fact["last_upgrade"] = {
+        "at": iso(float(ctx.data["switch"]["switched_at"])),
+        "from_release": ctx.entry(ctx.live).get("release_id", ""),
+        "to_release": t["release_id"],
+        "maintenance_seconds": maintenance_seconds(ctx),
+        "db_copy_seconds": ctx.data.get("copy_db", {}).get("seconds", 0),
+        "db_copy_mode": ctx.data.get("copy_db", {}).get("mode", ""),
+        "data_copy": ctx.data.get("copy_data", {}).get("stats", {}),
+        "upgrade_seconds": ctx.data.get("upgrade_php", {}).get("seconds", 0),
+    }
+    write_fact(c.fact_file, fact)
+    return {}
+
+
+def cron_on(ctx: Ctx, to: str, frm: str) -> dict[str, Any]:
+    ctx.runner.run(systemctl("disable", "--now", timer(frm)))
+    if ctx.config.cron_enabled:
+        ctx.runner.run(systemctl("enable", "--now", timer(to)))
+    return {}
+
+
+def cron(ctx: Ctx) -> dict[str, Any]:
+    return cron_on(ctx, ctx.idle, ctx.live)
+
+
+UPGRADE = Operation(
+    name="upgrade",
+    steps=(
+        Step("keep_writes", keep_writes),
+        Step("code_link", code_link, undo_code_link),
+        Step("precopy_db", precopy_db, undo_db),
+        Step("freeze", freeze, undo_freeze, in_window=True),
+        Step("copy_db", copy_db, undo_db, in_window=True),
+        Step("copy_data", copy_data, undo_copy_data, in_window=True),
+        Step("upgrade_php", upgrade_php, None, in_window=True),
+        Step("health", health, None, in_window=True),
+        Step("switch", switch, undo_switch, in_window=True),
+        Step("record", record_upgrade),
+        Step("cron", cron),
+    ),
+    point_of_no_return="upgrade_php",
+)
+
+
+# ------------------------------------------------------------------------ rollback steps
+# In a rollback the plan's "live" is the colour being left and "idle" the rollback point.
+
+
+def rb_count(ctx: Ctx) -> dict[str, Any]:
+    return count_writes(ctx, ctx.live, int(ctx.plan["since"]))
+
+
+def rb_open_back(ctx: Ctx) -> dict[str, Any]:
+    ctx.runner.run(colour_cli(ctx, ctx.idle, "maintenance.php", "--disable"))
+    return {}
+
+
+def rb_undo_open_back(ctx: Ctx) -> None:
+    ctx.runner.run(colour_cli(ctx, ctx.idle, "maintenance.php", "--enable"))
+
+
+def record_rollback(ctx: Ctx) -> dict[str, Any]:
+    c = ctx.config
+    fact = read_fact(c.fact_file) or dict(ctx.plan["fact"])
+    _switch_fields(ctx, fact, ctx.idle, ctx.live, "rollback")
+    counts = ctx.data.get("count_writes", {})
+    fact["last_rollback"] = {
+        "at": iso(float(ctx.data["switch"]["switched_at"])),
+        "left_on": ctx.live,
+        "since_epoch": int(ctx.plan["since"]),
+        "rows_written_since_switch": int(counts.get("rows", 0)),
+        "rows_by_table": counts.get("by_table", {}),
+        "files_added_since_switch": int(counts.get("files", 0)),
+        "maintenance_seconds": maintenance_seconds(ctx),
+    }
+    write_fact(c.fact_file, fact)
+    return {}
+
+
+ROLLBACK = Operation(
+    name="rollback",
+    steps=(
+        Step("freeze", freeze, undo_freeze, in_window=True),
+        Step("count_writes", rb_count, None, in_window=True),
+        Step("open_back", rb_open_back, rb_undo_open_back, in_window=True),
+        Step("switch", switch, undo_switch, in_window=True),
+        Step("record", record_rollback),
+        Step("cron", cron),
+    ),
+    point_of_no_return="switch",
+)
+
+OPERATIONS = {op.name: op for op in (UPGRADE, ROLLBACK)}

@@ -1,0 +1,609 @@
+"""The blue-green state machine against a fake Moodle host (files in tmp_path, a fake
+database server with a binary log, fake nginx and HTTP): kills at every step boundary,
+full disks, the discard-writes guard, a proxy that does not serve the new colour."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ltihub.upgrade.config import Config, parse_config
+from ltihub.upgrade.engine import Engine, OperationFailed, Refused
+from ltihub.upgrade.host import Cmd, CommandFailed, Result
+from ltihub.upgrade.journal import JOURNAL, Journal, lock_is_held, locked
+from ltihub.upgrade.status import status
+from ltihub.upgrade.steps import UPGRADE
+
+
+class Killed(BaseException):  # noqa: N818 - what SIGKILL looks like to the tests
+    """Stands for SIGKILL: nothing after it runs, no except/finally of the program sees it
+    as an error (BaseException), the lock's fd is closed like the kernel would."""
+
+
+@dataclass
+class FakeDB:
+    rows: list[int] = field(default_factory=list)  # timecreated of each row
+    release: str = ""
+
+
+@dataclass
+class FakeHost:
+    root: Path
+    now: float = 1_800_000_000.0
+    dbs: dict[str, FakeDB] = field(default_factory=dict)
+    binlog: list[tuple[int, str, int]] = field(default_factory=list)  # (pos, db, row)
+    timers: dict[str, bool] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+    disk_full_data: bool = False
+    disk_full_db: bool = False
+    fail_upgrade: bool = False
+    nginx_broken: bool = False
+    proxy_serves_old: bool = False
+    reloads: int = 0
+    kill_in: str = ""  # a command that is killed half-way (its effect done in part)
+
+    # ------------------------------------------------------------------ layout helpers
+    def path(self, *parts: str) -> str:
+        return str(self.root.joinpath(*parts))
+
+    def dataroot(self, colour: str) -> str:
+        return self.path("data", colour)
+
+    def code_link(self, colour: str) -> str:
+        return self.path("code", colour)
+
+    def db(self, colour: str) -> str:
+        return f"moodle_{colour}"
+
+    def release_of(self, colour: str) -> str:
+        return os.path.basename(os.readlink(self.code_link(colour)))
+
+    def served(self) -> str:
+        return os.path.basename(os.readlink(self.path("nginx", "moodle-upstream.conf")))[:-5]
+
+    def maintenance(self, colour: str) -> bool:
+        return os.path.exists(os.path.join(self.dataroot(colour), "climaintenance.html"))
+
+    def write(self, colour: str) -> int:
+        """A user writes one row (and one pool file) on a colour."""
+        assert not self.maintenance(colour), "a frozen colour takes no writes"
+        self.now += 1
+        row = int(self.now)
+        self.dbs[self.db(colour)].rows.append(row)
+        pos = 100 + len(self.binlog)
+        self.binlog.append((pos, self.db(colour), row))
+        pool = Path(self.dataroot(colour), "filedir", f"{row:x}")
+        pool.parent.mkdir(parents=True, exist_ok=True)
+        pool.write_text(str(row))
+        os.utime(pool, (row, row))
+        return row
+
+    def clock(self) -> float:
+        self.now += 0.5
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    # ------------------------------------------------------------------ runner
+    def _maybe_die(self, line: str) -> None:
+        if self.kill_in and self.kill_in in line:
+            self.kill_in = ""
+            raise Killed(line)
+
+    def run(self, cmd: Cmd, *, check: bool = True) -> Result:
+        if self.kill_in == "copy_tool" and cmd.argv[0] == "python3":
+            os.makedirs(cmd.argv[3] + ".partial/filedir", exist_ok=True)  # half a copy
+        self._maybe_die(" ".join(cmd.argv) + " copy_tool" * (cmd.argv[0] == "python3"))
+        result = self._run(list(cmd.argv))
+        self.log.append(" ".join(cmd.argv))
+        if check and result.rc != 0:
+            raise CommandFailed(cmd, result)
+        return result
+
+    def _colour_of(self, script: str) -> str:
+        for colour in ("blue", "green"):
+            if script.startswith(self.code_link(colour) + "/"):
+                return colour
+        raise AssertionError(script)
+
+    def _run(self, a: list[str]) -> Result:
+        if a[0] == "systemctl":
+            verb, unit = a[1], a[-1]
+            if verb == "is-active":
+                return Result(3)
+            if verb in ("stop", "disable"):
+                self.timers[unit] = False
+            if verb in ("start", "enable"):
+                self.timers[unit] = True
+            if verb == "reload":
+                self.reloads += 1
+            return Result(0)
+        if a[0] == "runuser":
+            script, args = a[5], a[6:]
+            colour = self._colour_of(script)
+            name = os.path.basename(script)
+            maint = os.path.join(self.dataroot(colour), "climaintenance.html")
+            if name == "maintenance.php":
+                if "--enable" in args:
+                    Path(maint).write_text("maintenance")
+                elif os.path.exists(maint):
+                    os.unlink(maint)
+            elif name == "upgrade.php" and "--non-interactive" in args:
+                if self.fail_upgrade:
+                    return Result(1, "", "Error: upgrade broke")
+                self.dbs[self.db(colour)].release = self.release_of(colour)
+            elif name == "upgrade.php":
+                return Result(0 if self.dbs[self.db(colour)].release ==
+                              self.release_of(colour) else 2)
+            return Result(0)
+        if a[0] == "mariadb":
+            return self._sql(a[a.index("-e") + 1], a[-1] if a[-1].startswith("moodle_") else "")
+        if a[0] == "nginx":
+            broken = self.nginx_broken and self.served() == "green"
+            return Result(1, "", "nginx: [emerg] green.conf") if broken else Result(0)
+        if a[0] == "python3":
+            return self._copy(a[2], a[3])
+        raise AssertionError(f"unexpected command {a}")
+
+    def _sql(self, q: str, db: str) -> Result:
+        if q.startswith("DROP DATABASE"):
+            name = re.findall(r"CREATE DATABASE `(\w+)`", q)[0]
+            self.dbs[name] = FakeDB()
+            return Result(0)
+        if q.startswith("SELECT @@log_bin"):
+            return Result(0, "1\tROW\t/var/lib/mysql/binlog\n")
+        if q == "SHOW MASTER STATUS":
+            return Result(0, f"binlog.000001\t{100 + len(self.binlog)}\t\t\n")
+        if q == "SHOW BINARY LOGS":
+            return Result(0, "binlog.000001\t9999\n")
+        if "name = 'release'" in q:
+            return Result(0, self.dbs[db].release + "\n")
+        if "column_name = 'id'" in q:
+            return Result(0, "mdl_log\n")
+        if "MAX(`id`)" in q:
+            name = re.findall(r"FROM `(\w+)`", q)[0]
+            return Result(0, f"mdl_log\t{max(self.dbs[name].rows, default=0)}\n")
+        if "information_schema" in q:
+            if db not in self.dbs or not self.dbs[db].rows:
+                return Result(0, "")
+            return Result(0, "mdl_log\ttimecreated\n")
+        if "COUNT(*)" in q:
+            since = int(re.findall(r">= (\d+)", q)[0])
+            n = sum(1 for r in self.dbs[db].rows if r >= since)
+            return Result(0, f"mdl_log\t{n}\n")
+        raise AssertionError(q)
+
+    def _copy(self, src: str, dest: str) -> Result:
+        partial = dest + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        if self.disk_full_data:
+            os.makedirs(os.path.join(partial, "half"), exist_ok=True)
+            return Result(1, "", "moodledata copy failed: [Errno 28] No space left on device")
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(src, partial, ignore=shutil.ignore_patterns("climaintenance.html"))
+        os.rename(partial, dest)
+        return Result(0, json.dumps({"linked": 1, "copied": 0, "seconds": 0.1}))
+
+    def pipe(self, producer: Cmd, consumer: Cmd, *,
+             tap: Callable[[bytes], bool] | None = None) -> Result:
+        p, c = list(producer.argv), list(consumer.argv)
+        self.log.append(" ".join(p) + " | " + " ".join(c))
+        if self.kill_in and self.kill_in in self.log[-1] and c[-1] in self.dbs:
+            self.dbs[c[-1]].rows.append(-1)  # a half-applied load or replay
+        self._maybe_die(self.log[-1])
+        if p[0] == "mariadb-dump":
+            src = self.dbs[p[-1]]
+            if c[0] == "gzip":
+                Path(consumer.stdout_file).write_text(json.dumps(src.rows))
+                return Result(0)
+            dest = self.dbs[c[-1]]
+            if tap is not None:
+                tap(b"-- CHANGE MASTER TO MASTER_LOG_FILE='binlog.000001', "
+                    + f"MASTER_LOG_POS={100 + len(self.binlog)};\n".encode())
+            if self.disk_full_db:
+                dest.rows = src.rows[:1]
+                raise CommandFailed(Cmd(tuple(c)), Result(1, "", "ERROR 3 (HY000): Errcode: 28"))
+            dest.rows, dest.release = list(src.rows), src.release
+            return Result(0)
+        if p[0] == "mariadb-binlog":
+            live = p[p.index("--disable-log-bin") + 1].split("=")[1]
+            start = int(next(x for x in p if x.startswith("--start-position=")).split("=")[1])
+            stop = int(next(x for x in p if x.startswith("--stop-position=")).split("=")[1])
+            for pos, db, row in self.binlog:
+                if db == live and start <= pos < stop:
+                    self.dbs[c[-1]].rows.append(row)
+            return Result(0)
+        raise AssertionError(p)
+
+    # ------------------------------------------------------------------ http
+    def get(self, url: str, *, headers: Mapping[str, str], address: str = "",
+            timeout: float = 30) -> tuple[int, Mapping[str, str], str]:
+        if url.startswith("http://127.0.0.1:"):
+            colour = "blue" if ":8081/" in url else "green"
+        else:
+            colour = self.served()
+            if self.proxy_serves_old:
+                colour = "blue" if colour == "green" else "green"
+        code = 503 if self.maintenance(colour) else 200
+        return code, {"x-mjp-colour": colour}, f"<title>{colour}</title>"
+
+
+def make_host(tmp_path: Path) -> tuple[FakeHost, Config]:
+    host = FakeHost(tmp_path)
+    for d in ("data/blue/filedir", "data/green", "code", "rel/v1", "rel/v2", "nginx/up",
+              "facts"):
+        os.makedirs(host.path(d), exist_ok=True)
+    os.symlink(host.path("rel/v1"), host.code_link("blue"))
+    os.symlink(host.path("rel/v1"), host.code_link("green"))
+    for c in ("blue", "green"):
+        Path(host.path("nginx/up", f"{c}.conf")).write_text(c)
+    os.symlink(host.path("nginx/up/blue.conf"), host.path("nginx", "moodle-upstream.conf"))
+    host.dbs = {"moodle_blue": FakeDB(release="v1"), "moodle_green": FakeDB()}
+    host.timers = {"moodle-cron-blue.timer": True, "moodle-cron-green.timer": False}
+    colour_fact = {
+        "blue": {"backend_port": 8081, "release": "1", "release_id": "v1",
+                 "release_dir": host.path("rel/v1"), "code_version": "1",
+                 "public_layout": False, "db_name": "moodle_blue",
+                 "dataroot": host.dataroot("blue")},
+    }
+    fact = {"active_colour": "blue", "active_backend_port": 8081, "colours": colour_fact,
+            "wwwroot": "https://moodle.test"}
+    Path(host.path("facts/moodle.fact")).write_text(json.dumps(fact))
+    config = parse_config({
+        "state_dir": host.path("state"),
+        "fact_file": host.path("facts/moodle.fact"),
+        "engine": "mariadb", "web_user": "www-data", "php": "/usr/bin/php",
+        "php_fpm_service": "php8.2-fpm", "wwwroot": "https://moodle.test",
+        "colours": {c: {"db_name": f"moodle_{c}", "dataroot": host.dataroot(c),
+                        "code_link": host.code_link(c), "backend_port": p}
+                    for c, p in (("blue", 8081), ("green", 8082))},
+        "upstream_dir": host.path("nginx/up"),
+        "upstream_link": host.path("nginx", "moodle-upstream.conf"),
+        "proxies": [{"name": "local"}],
+        "copy_tool": ["python3", "/usr/local/lib/mjp/mjp_moodledata_copy.py"],
+        "backup_dir": host.path("backups"),
+        "target": {"release": "2", "release_id": "v2", "release_dir": host.path("rel/v2"),
+                   "code_version": "2", "public_layout": False, "code_release": "v2"},
+    })
+    return host, config
+
+
+def engine(host: FakeHost, config: Config, kill_at: str = "") -> Engine:
+    def boundary(label: str) -> None:
+        if label == kill_at:
+            raise Killed(label)
+
+    return Engine(config, host, host, sleep=host.sleep, clock=host.clock, boundary=boundary)
+
+
+def assert_serves(host: FakeHost, colour: str, release: str, before: list[int]) -> None:
+    assert host.served() == colour
+    assert not host.maintenance(colour)
+    assert host.release_of(colour) == release
+    assert host.dbs[f"moodle_{colour}"].release == release
+    # every row and pool file written before the freeze is on the colour that serves
+    assert set(before) <= set(host.dbs[f"moodle_{colour}"].rows)
+    pool = set(os.listdir(os.path.join(host.dataroot(colour), "filedir")))
+    assert {f"{r:x}" for r in before} <= pool
+    assert host.timers[f"moodle-cron-{colour}.timer"] is True
+
+
+def assert_closed(config: Config) -> None:
+    state = Path(config.state_dir)
+    assert not (state / JOURNAL).exists()
+    assert not lock_is_held(state)
+    assert status(config)["open_operation"] is None
+
+
+# ----------------------------------------------------------------------------- upgrade
+
+
+def test_upgrade_switches_and_records_the_window(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    before = [host.write("blue") for _ in range(3)]
+    result = engine(host, config).upgrade()
+    assert result["outcome"] == "done" and result["live"] == "green"
+    assert_serves(host, "green", "v2", before)
+    assert host.maintenance("blue") and host.timers["moodle-cron-blue.timer"] is False
+    assert result["maintenance_seconds"] > 0
+    assert set(result["step_seconds"]) == {s.name for s in UPGRADE.steps}
+    fact = json.loads(Path(config.fact_file).read_text())
+    assert fact["active_colour"] == "green" and fact["frozen"] == "blue"
+    assert fact["last_upgrade"]["maintenance_seconds"] == round(result["maintenance_seconds"], 1)
+    assert fact["colours"]["green"]["release_id"] == "v2"
+    assert_closed(config)
+    history = list(Path(config.state_dir, "history").glob("*.jsonl"))
+    assert len(history) == 1
+    events = [json.loads(x)["event"] for x in history[0].read_text().splitlines()]
+    assert events[0] == "begin" and events[-1] == "end"
+    assert events.count("step_start") == events.count("step_done") == len(UPGRADE.steps)
+    assert oct(os.stat(config.state_dir).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(history[0]).st_mode & 0o777) == "0o600"
+
+
+def test_upgrade_copies_before_the_freeze_and_replays_the_rest(tmp_path: Path) -> None:
+    """Rows written between the pre-copy and the freeze arrive through the binary log."""
+    host, config = make_host(tmp_path)
+    early = host.write("blue")
+    late: list[int] = []
+
+    def boundary(label: str) -> None:
+        if label == "before:freeze":  # the site still serves after the pre-copy
+            late.append(host.write("blue"))
+
+    eng = Engine(config, host, host, sleep=host.sleep, clock=host.clock, boundary=boundary)
+    result = eng.upgrade()
+    assert result["outcome"] == "done"
+    assert sorted(host.dbs["moodle_green"].rows) == sorted([early, *late])
+    assert '"mode": "binlog"' in next(
+        Path(config.state_dir, "history").glob("*.jsonl")).read_text()
+    replays = [x for x in host.log if x.startswith("mariadb-binlog")]
+    assert len(replays) == 1 and "--rewrite-db=moodle_blue->moodle_green" in replays[0]
+    history = next(Path(config.state_dir, "history").glob("*.jsonl")).read_text()
+    assert '"mode": "binlog"' in history
+
+
+def test_second_upgrade_does_nothing(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    engine(host, config).upgrade()
+    out = engine(host, config).upgrade()
+    assert out["changed"] is False
+
+
+UPGRADE_BOUNDARIES = [f"{w}:{s.name}" for s in UPGRADE.steps
+                      for w in ("before", "start", "ran", "after")]
+
+
+@pytest.mark.parametrize("kill_at", UPGRADE_BOUNDARIES)
+def test_kill_at_any_boundary_heals_by_rerunning(tmp_path: Path, kill_at: str) -> None:
+    host, config = make_host(tmp_path)
+    before = [host.write("blue") for _ in range(2)]
+    with pytest.raises(Killed):
+        engine(host, config, kill_at).upgrade()
+    state = status(config)
+    assert not state["running"]  # the dead process holds no lock
+    if kill_at != "before:keep_writes":
+        assert state["interrupted"] and state["open_operation"]["op"] == "upgrade"
+        passed = any(kill_at == f"{w}:{s}" for s in ("health", "switch", "record", "cron")
+                     for w in ("before", "start", "ran", "after")) or kill_at == "after:upgrade_php"
+        assert state["open_operation"]["next"] == ("finish" if passed else "undo")
+        assert state["colours"]["green"]["role"] == "target of an interrupted upgrade"
+    result = engine(host, config).upgrade()  # the same playbook, again
+    assert result["outcome"] == "done"
+    assert_serves(host, "green", "v2", before)
+    assert host.maintenance("blue")
+    assert_closed(config)
+
+
+@pytest.mark.parametrize("kill_in", ["--master-data", "mariadb-binlog", "copy_tool",
+                                     "upgrade.php --non-interactive", "purge_caches",
+                                     "cron.php", "reload nginx", "enable --now"])
+def test_kill_inside_a_step_heals(tmp_path: Path, kill_in: str) -> None:
+    host, config = make_host(tmp_path)
+    before = [host.write("blue") for _ in range(2)]
+    host.kill_in = kill_in
+    with pytest.raises(Killed):
+        engine(host, config).upgrade()
+    assert not host.kill_in  # it did die there
+    result = engine(host, config).upgrade()
+    assert result["outcome"] == "done"
+    assert_serves(host, "green", "v2", before)
+    assert -1 not in host.dbs["moodle_green"].rows  # no half-applied copy survived
+    assert not os.path.exists(host.dataroot("green") + ".partial")
+    assert_closed(config)
+
+
+@pytest.mark.parametrize("kill_at", ["start:copy_db", "ran:upgrade_php", "after:switch"])
+def test_resume_alone_finishes_or_undoes(tmp_path: Path, kill_at: str) -> None:
+    host, config = make_host(tmp_path)
+    before = [host.write("blue")]
+    with pytest.raises(Killed):
+        engine(host, config, kill_at).upgrade()
+    out = engine(host, config).resume()
+    if kill_at == "after:switch":
+        assert out["outcome"] == "done"
+        assert_serves(host, "green", "v2", before)
+    else:
+        assert out["outcome"] == "undone"
+        assert_serves(host, "blue", "v1", before)
+        assert host.dbs["moodle_green"].rows == []
+        assert os.listdir(host.dataroot("green")) == []
+        assert os.readlink(host.code_link("green")) == host.path("rel/v1")
+    assert_closed(config)
+
+
+def test_kill_while_undoing_is_carried_on(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    before = [host.write("blue")]
+    host.fail_upgrade = True
+    with pytest.raises(Killed):
+        engine(host, config, "undo:freeze").upgrade()
+    assert status(config)["open_operation"]["undoing"] is True
+    host.fail_upgrade = False
+    out = engine(host, config).upgrade()
+    assert out["outcome"] == "done" and out["recovered_first"]["outcome"] == "undone"
+    assert_serves(host, "green", "v2", before)
+
+
+def test_lock_refuses_a_second_operation(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    with locked(Path(config.state_dir)):
+        assert lock_is_held(Path(config.state_dir))
+        with pytest.raises(Exception, match="another blue-green operation is running"):
+            engine(host, config).upgrade()
+    assert not lock_is_held(Path(config.state_dir))
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+def test_full_disk_during_moodledata_copy(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    before = [host.write("blue")]
+    host.disk_full_data = True
+    with pytest.raises(OperationFailed, match="disk filled up while copying the moodledata"):
+        engine(host, config).upgrade()
+    assert_serves(host, "blue", "v1", before)
+    assert not os.path.exists(host.dataroot("green") + ".partial")
+    assert os.listdir(host.dataroot("green")) == []
+    assert host.dbs["moodle_green"].rows == []
+    assert_closed(config)
+    last = status(config)["last_operation"]
+    assert last["outcome"] == "undone" and last["maintenance_seconds"] is not None
+
+
+def test_full_disk_during_database_copy(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    before = [host.write("blue")]
+    host.disk_full_db = True
+    with pytest.raises(OperationFailed, match="disk filled up while copying the database"):
+        engine(host, config).upgrade()
+    assert_serves(host, "blue", "v1", before)
+    assert host.dbs["moodle_green"].rows == []
+    assert_closed(config)
+
+
+def test_failed_upgrade_php_gives_the_live_colour_back(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    before = [host.write("blue")]
+    host.fail_upgrade = True
+    with pytest.raises(OperationFailed, match="upgrade.php failed.*colour blue serves"):
+        engine(host, config).upgrade()
+    assert_serves(host, "blue", "v1", before)
+    host.write("blue")  # writable again
+
+
+def test_proxy_not_serving_the_new_colour_is_switched_back(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    before = [host.write("blue")]
+    host.proxy_serves_old = True
+    with pytest.raises(OperationFailed, match="does not serve colour green"):
+        engine(host, config).upgrade()
+    host.proxy_serves_old = False
+    assert_serves(host, "blue", "v1", before)
+    assert json.loads(Path(config.fact_file).read_text())["active_colour"] == "blue"
+
+
+def test_nginx_check_failing_leaves_the_old_colour(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    host.nginx_broken = True
+    with pytest.raises(OperationFailed, match="nginx"):
+        engine(host, config).upgrade()
+    assert host.served() == "blue" and not host.maintenance("blue")
+
+
+# ------------------------------------------------------------------ rollback, writes
+
+
+def upgraded_then_rolled_back(tmp_path: Path) -> tuple[FakeHost, Config, int]:
+    host, config = make_host(tmp_path)
+    host.write("blue")
+    engine(host, config).upgrade()
+    host.now += 60
+    written = host.write("green")  # a user writes on v2 after the switch
+    out = engine(host, config).rollback()
+    assert out["outcome"] == "done"
+    assert out["written_since_switch"]["rows"] == 1
+    assert out["written_since_switch"]["files"] == 1
+    return host, config, written
+
+
+def test_rollback_serves_the_frozen_colour_and_counts_writes(tmp_path: Path) -> None:
+    host, config, _ = upgraded_then_rolled_back(tmp_path)
+    assert host.served() == "blue" and not host.maintenance("blue")
+    assert host.maintenance("green")
+    assert host.timers["moodle-cron-blue.timer"] and not host.timers["moodle-cron-green.timer"]
+    fact = json.loads(Path(config.fact_file).read_text())
+    assert fact["last_rollback"]["rows_written_since_switch"] == 1
+    assert engine(host, config).rollback()["changed"] is False
+    assert_closed(config)
+
+
+@pytest.mark.parametrize("kill_at", ["after:freeze", "ran:open_back", "start:switch",
+                                     "after:switch", "ran:record"])
+def test_rollback_kill_heals(tmp_path: Path, kill_at: str) -> None:
+    host, config = make_host(tmp_path)
+    host.write("blue")
+    engine(host, config).upgrade()
+    with pytest.raises(Killed):
+        engine(host, config, kill_at).rollback()
+    out = engine(host, config).rollback()
+    assert out["outcome"] == "done" and host.served() == "blue"
+    assert not host.maintenance("blue") and host.maintenance("green")
+    assert_closed(config)
+
+
+def test_upgrade_after_rollback_refuses_to_overwrite_writes(tmp_path: Path) -> None:
+    host, config, written = upgraded_then_rolled_back(tmp_path)
+    with pytest.raises(Refused, match="1 rows and 1 files written after the switch"):
+        engine(host, config).upgrade()
+    assert written in host.dbs["moodle_green"].rows  # untouched
+    assert not Path(config.state_dir, JOURNAL).exists()
+
+
+def test_upgrade_after_rollback_dumps_the_writes_when_told(tmp_path: Path) -> None:
+    host, config, written = upgraded_then_rolled_back(tmp_path)
+    told = Config(**{**config.__dict__, "discard_writes": True})
+    out = engine(host, told).upgrade()
+    assert out["outcome"] == "done"
+    kept = out["kept_writes"]
+    assert written in json.loads(Path(kept["dump"]).read_text())
+    assert f"{written:x}" in os.listdir(os.path.join(kept["moodledata"], "filedir"))
+    assert oct(os.stat(config.backup_dir).st_mode & 0o777) == "0o700"
+    assert host.served() == "green"
+
+
+def test_journal_ignores_a_torn_last_line(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    j.write("begin", op="upgrade", id="x", plan={})
+    with open(tmp_path / JOURNAL, "a") as handle:
+        handle.write('{"event": "step_st')
+    j.write("step_start", step="freeze")
+    assert [r["event"] for r in j.read()] == ["begin", "step_start"]
+    assert j.is_open()
+
+
+def test_config_must_be_private(tmp_path: Path) -> None:
+    from ltihub.upgrade.config import ConfigError, load_config
+
+    p = tmp_path / "c.json"
+    p.write_text("{}")
+    os.chmod(p, 0o644)
+    with pytest.raises(ConfigError, match="0600"):
+        load_config(p)
+    os.chmod(p, 0o600)
+    with pytest.raises(ConfigError, match="colours"):
+        load_config(p)
+
+
+def test_status_when_nothing_ran(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    out: dict[str, Any] = status(config)
+    assert out["live"] == "blue" and out["open_operation"] is None and not out["running"]
+
+
+def test_incomplete_replay_falls_back_to_a_full_copy(tmp_path: Path) -> None:
+    """If the binary log replay misses rows, the frozen database is copied whole."""
+    host, config = make_host(tmp_path)
+    early = host.write("blue")
+    late: list[int] = []
+
+    def boundary(label: str) -> None:
+        if label == "before:freeze":
+            late.append(host.write("blue"))
+            host.binlog.clear()  # as if the filter dropped every event
+
+    eng = Engine(config, host, host, sleep=host.sleep, clock=host.clock, boundary=boundary)
+    assert eng.upgrade()["outcome"] == "done"
+    assert sorted(host.dbs["moodle_green"].rows) == sorted([early, *late])
+    history = next(Path(config.state_dir, "history").glob("*.jsonl")).read_text()
+    assert "binary log replay incomplete" in history
