@@ -60,11 +60,29 @@ class LaunchReport:
 
 
 def moodle_custom_name(name: str) -> str:
-    """Moodle's custom parameter naming: lower-case, non [a-z0-9] -> '_', 'custom_' prefix."""
+    """mod_lti's custom parameter naming: lower-case, then every BYTE outside [a-z0-9] -> '_'.
+
+    A multibyte character becomes one '_' per UTF-8 byte (``レ`` -> ``___``), as in Moodle.
+    """
     name = name.strip()
     if name.startswith("custom_"):
         name = name[len("custom_") :]
-    return "custom_" + re.sub(r"[^a-z0-9]", "_", name.lower())
+    mapped = re.sub(rb"[^a-z0-9]", b"_", name.lower().encode())
+    return "custom_" + mapped.decode("ascii")
+
+
+def mod_lti_split(line: str) -> tuple[str, str] | None:
+    """Split one ``name=value`` line as mod_lti does, its multibyte bug included.
+
+    mod_lti finds '=' as a BYTE offset and cuts the line at that CHARACTER offset, so a
+    name with multibyte characters takes part of the value with it:
+    ``lms_sub_レポート1_close=1893452400`` -> (``lms_sub_レポート1_close=1893452``, ``00``).
+    None for a line without '='.
+    """
+    if "=" not in line:
+        return None
+    offset = len(line[: line.index("=")].encode())
+    return line[:offset].strip(), line[offset + 1 :].strip()
 
 
 def parse_custom_text(text: str) -> dict[str, str]:
@@ -80,20 +98,23 @@ def parse_custom_text(text: str) -> dict[str, str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        name, sep, value = line.partition("=")
-        if not sep:
+        pair = mod_lti_split(line)
+        if pair is None:
             raise ValueError(f"custom line without '=': {line!r}")
-        result[name.strip()] = value.strip()
+        result[pair[0]] = pair[1]
     return result
 
 
 def parse_custom_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    """``--custom name=value`` arguments, split as mod_lti splits Moodle's lines."""
     result: dict[str, str] = {}
     for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
+        split = mod_lti_split(pair)
+        if split is None or not pair.partition("=")[0].strip():
             raise ValueError(f"--custom needs name=value, got {pair!r}")
-        result[name.strip()] = value
+        name, _ = split
+        # mod_lti trims values; keep ours as given (tests send values with spaces).
+        result[name] = pair[len(name) + 1 :] if pair.startswith(name + "=") else split[1]
     return result
 
 

@@ -28,7 +28,6 @@ _KIND_PREFIXES: tuple[tuple[str, VolumeKind], ...] = (
     ("lms_sub_", "submit"),
     ("lms_prs_", "personal"),
 )
-_CLOSE_SUFFIX = "_close"
 _CONTAINER_UNSAFE_RE = re.compile(r"[^a-zA-Z0-9_.-]")
 N = TypeVar("N", int, float)
 
@@ -71,6 +70,7 @@ class SpawnPlan:
     lti_id: str
     lms_host: str
     image: str
+    image_from_activity: bool
     cpu_limit: float | None
     mem_limit: int | None
     cpu_guarantee: float | None
@@ -83,6 +83,7 @@ class SpawnPlan:
     volumes: tuple[Volume, ...]
     environment: Mapping[str, str]
     notes: tuple[str, ...] = field(default=())
+    ignored: tuple[str, ...] = field(default=())  # custom keys that could not be parsed
     container_prefix: str = "jupyterhub"
 
     @property
@@ -144,6 +145,7 @@ def _fmt_secs(x: float) -> str:
 
 
 def _bounded(
+    key: str,
     requested: N | None,
     default: N | None,
     maximum: N | None,
@@ -154,12 +156,18 @@ def _bounded(
 ) -> N | None:
     """Apply the default, 'zero = no limit' and the hub maximum (clamp or refuse).
 
-    ``what`` is a phrase template such as ``"{} of memory"`` for the messages.
+    ``key`` names the custom parameter, ``what`` is a phrase template such as
+    ``"{} of memory"`` for the messages.
 
-    Returns the value, or None for unlimited; a clamp is recorded in ``notes``.
+    Returns the value, or None for unlimited.  ``0`` is "no limit" upstream; here it
+    gets the hub maximum (one student must not starve a shared hub).  That and a
+    clamp are recorded in ``notes``.
     """
     value = default if requested is None else requested
     if value is None or value == 0:
+        if requested == 0:
+            limit = "no maximum" if maximum is None else f"the hub maximum {fmt(maximum)}"
+            notes.append(f"{key}=0 (no limit upstream) -> {limit}")
         return maximum
     if maximum is not None and value > maximum:
         if policy.over_limit == "refuse":
@@ -256,6 +264,10 @@ def _identity(
     return uid, gid, v.check_group_name(group), lms_user_id
 
 
+def kind_tag(kind: VolumeKind) -> str:
+    return {"task": "vol", "submit": "sub", "personal": "prs"}[kind]
+
+
 def _may_mount(
     username: str, own_users: frozenset[str], lms_users: frozenset[str], is_teacher: bool
 ) -> bool:
@@ -276,6 +288,7 @@ def _volumes(
     policy: HubPolicy,
     now: float,
     notes: list[str],
+    ignored: list[str],
 ) -> tuple[Volume, ...]:
     lms_users = v.split_names(launch.lms("lms_users"))
     closes: dict[str, int] = {}
@@ -284,19 +297,25 @@ def _volumes(
         for prefix, kind in _KIND_PREFIXES:
             if not key.startswith(prefix):
                 continue
-            rest = key[len(prefix) :]
-            if kind == "submit" and rest.endswith(_CLOSE_SUFFIX):
-                name = v.check_volume_name(rest[: -len(_CLOSE_SUFFIX)])
+            parsed = v.parse_volume_key(key[len(prefix) :], submit=kind == "submit")
+            if parsed is None:
+                ignored.append(key)
+                break
+            name, is_close = parsed
+            if is_close:
                 close = v.parse_int(launch.custom[key], "submission close time")
                 if close:  # empty or 0 = no close time
                     closes[name] = close
             else:
-                specs.append((kind, v.check_volume_name(rest), launch.custom[key]))
+                specs.append((kind, name, launch.custom[key]))
+            break
 
     result: list[Volume] = []
     for kind, name, value in specs:
         access_raw, _, users_raw = value.partition(":")
-        access, teachers_only = v.check_access_name(access_raw)
+        access, teachers_only = v.sanitise_access_name(access_raw)
+        if access != access_raw.strip():
+            notes.append(f"folder name of {kind_tag(kind)} volume '{name}' cleaned to {access!r}")
         if not _may_mount(username, v.split_names(users_raw), lms_users, is_teacher):
             continue
         if teachers_only and not is_teacher:
@@ -304,8 +323,7 @@ def _volumes(
         if kind == "submit" and not is_teacher and name in closes and now > closes[name]:
             notes.append(f"submission volume {name} closed at {closes[name]}")
             continue
-        kind_tag = {"task": "vol", "submit": "sub", "personal": "prs"}[kind]
-        volume = f"lms_{kind_tag}_{name}_{course_id}_{lms_host}"
+        volume = f"lms_{kind_tag(kind)}_{name}_{course_id}_{lms_host}"
         link_target = f"{policy.volumes_dir}/{volume}"
         result.append(
             Volume(
@@ -351,40 +369,67 @@ def build_plan(
     grant_sudo = is_teacher and policy.allow_teacher_sudo
 
     image_raw = v.normalise_image(launch.lms("lms_image"))
-    image = image_raw or policy.default_image
-    if not image:
+    if image_raw:
+        image = v.check_image_reference(image_raw)
+        if (
+            not policy.any_present_image
+            and not v.is_image_id(image)
+            and not v.image_matches((image,), policy.allowed_images, policy.default_image)
+        ):
+            raise v.image_not_offered(image)
+    elif policy.default_image:
+        image = policy.default_image
+    else:
         raise LaunchRefused(
             "This activity does not name an image and this JupyterHub has no default image. "
             + v.ASK_TEACHER
         )
-    if image_raw:
-        image = v.check_image(image_raw, policy.allowed_images, policy.default_image)
 
     cpu_req = v.parse_cpu(launch.lms("lms_cpulimit"), "CPU limit")
     if cpu_req and cpu_req < MIN_CPU:
         raise LaunchRefused(
             f"The CPU limit of this activity is below {MIN_CPU} CPUs. " + v.ASK_TEACHER
         )
-    cpu_limit = _bounded(cpu_req, policy.default_cpu, policy.max_cpu, policy, "{}", _fmt_cpu, notes)
+    cpu_limit = _bounded(
+        "lms_cpulimit", cpu_req, policy.default_cpu, policy.max_cpu, policy, "{}", _fmt_cpu, notes
+    )
     mem_req = v.parse_bytes(launch.lms("lms_memlimit"), "memory limit")
     if mem_req and mem_req < MIN_MEM:
         raise LaunchRefused(
             f"The memory limit of this activity is below {_fmt_mem(MIN_MEM)}. " + v.ASK_TEACHER
         )
     mem_limit = _bounded(
-        mem_req, policy.default_mem, policy.max_mem, policy, "{} of memory", _fmt_mem, notes
+        "lms_memlimit",
+        mem_req,
+        policy.default_mem,
+        policy.max_mem,
+        policy,
+        "{} of memory",
+        _fmt_mem,
+        notes,
     )
 
     # Guarantees: 0 or missing = none; never above the hub maximum or the limit.
     cpu_g = v.parse_cpu(launch.lms("lms_cpugrnt"), "CPU guarantee")
     cpu_guarantee = (
-        _bounded(cpu_g, None, policy.max_cpu, policy, "{} guaranteed", _fmt_cpu, notes)
+        _bounded(
+            "lms_cpugrnt", cpu_g, None, policy.max_cpu, policy, "{} guaranteed", _fmt_cpu, notes
+        )
         if cpu_g
         else None
     )
     mem_g = v.parse_bytes(launch.lms("lms_memgrnt"), "memory guarantee")
     mem_guarantee = (
-        _bounded(mem_g, None, policy.max_mem, policy, "{} of guaranteed memory", _fmt_mem, notes)
+        _bounded(
+            "lms_memgrnt",
+            mem_g,
+            None,
+            policy.max_mem,
+            policy,
+            "{} of guaranteed memory",
+            _fmt_mem,
+            notes,
+        )
         if mem_g
         else None
     )
@@ -395,6 +440,7 @@ def build_plan(
 
     act_req = v.parse_int(launch.lms("lms_actlimit"), "time limit")
     actlimit = _bounded(
+        "lms_actlimit",
         act_req,
         policy.default_actlimit,
         policy.max_actlimit,
@@ -404,8 +450,13 @@ def build_plan(
         notes,
     )
 
-    default_url = v.check_defurl(launch.lms("lms_defurl"), policy.default_url)
-    options = v.check_options(launch.lms("lms_options"))
+    default_url, replaced = v.check_defurl(launch.lms("lms_defurl"), policy.default_url)
+    if replaced:
+        notes.append(f"lms_defurl {v.shown(launch.lms('lms_defurl'))} unknown -> {default_url}")
+    options, cleaned = v.clean_options(launch.lms("lms_options"))
+    if cleaned:
+        notes.append(f"lms_options cleaned to {options!r}")
+    ignored: list[str] = []
     home_dir = f"{policy.home_root.rstrip('/')}/{group}/{name}"
     work_dir = f"{home_dir}/{policy.projects_dir}/{policy.works_dir}"
     volumes = _volumes(
@@ -418,6 +469,7 @@ def build_plan(
         policy=policy,
         now=now,
         notes=notes,
+        ignored=ignored,
     )
 
     def entries(kind: VolumeKind) -> str:
@@ -464,6 +516,7 @@ def build_plan(
         lti_id=lti_id,
         lms_host=lms_host,
         image=image,
+        image_from_activity=bool(image_raw),
         cpu_limit=cpu_limit,
         mem_limit=mem_limit,
         cpu_guarantee=cpu_guarantee,
@@ -476,5 +529,6 @@ def build_plan(
         volumes=volumes,
         environment=MappingProxyType(env),
         notes=tuple(notes),
+        ignored=tuple(v.shown(key, 80) for key in ignored),
         container_prefix=policy.container_prefix,
     )

@@ -24,6 +24,10 @@ class HubPolicy:
 
     allowed_images: tuple[str, ...] = ()
     default_image: str = ""
+    # True: any image present on the hub's engine may be asked for (what mod_lticontainer
+    # offers the teacher); False: only the default image and names matching allowed_images.
+    # Either way an image that is not present is refused, never pulled.
+    any_present_image: bool = True
     default_cpu: float | None = None
     max_cpu: float | None = None
     default_mem: int | None = None

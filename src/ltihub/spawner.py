@@ -11,10 +11,12 @@ whose message JupyterHub shows to the student.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import secrets
 import string
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,6 +27,7 @@ from traitlets import Bool, Enum, Float, Integer, List, Unicode
 
 from .accounts import AccountLookup, StaticAccounts, SystemAccounts
 from .errors import LaunchRefused
+from .images import resolve_image
 from .params import SpawnPlan, build_plan
 from .policy import HubPolicy
 
@@ -33,6 +36,9 @@ _NOT_FROM_MOODLE = (
     "This JupyterHub starts servers only from a Moodle activity. "
     "Please open the activity in Moodle again."
 )
+# Seconds after NB_ACTLIMIT before the hub stops a server itself (the image's start script
+# stops it at the limit, with 30 s for the kill; this also covers images without it).
+ACTLIMIT_GRACE = 60
 _MISCONFIGURED = (
     "This JupyterHub is not configured correctly, so no server can be started. "
     "Please tell your teacher."
@@ -69,14 +75,22 @@ class LTIContainerSpawner(DockerSpawner):  # type: ignore[misc]
 
     allowed_image_patterns = List(
         Unicode(),
-        help="fnmatch patterns of images an activity may ask for (the configured "
-        "DockerSpawner.image is always allowed). Empty: only that image.",
+        help="fnmatch patterns of images an activity may ask for when any_present_image "
+        "is off (the configured DockerSpawner.image is always allowed).",
+    ).tag(config=True)
+    any_present_image = Bool(
+        True,
+        help="An activity may ask for any image present on the engine (what "
+        "mod_lticontainer offers the teacher). Off: only the default image and "
+        "allowed_image_patterns. An image not present is refused either way, never pulled.",
     ).tag(config=True)
     max_cpu = Float(None, allow_none=True, help="Most CPUs an activity may get.").tag(config=True)
     max_mem = ByteSpecification(
         None, allow_none=True, help="Most memory (bytes, or 512M/4G) an activity may get."
     ).tag(config=True)
-    default_actlimit = Integer(0, help="NB_ACTLIMIT when the activity sets none.").tag(config=True)
+    default_actlimit = Integer(
+        6000, help="NB_ACTLIMIT (seconds) when the activity sets none; 0 = no limit."
+    ).tag(config=True)
     max_actlimit = Integer(None, allow_none=True, help="Longest NB_ACTLIMIT allowed.").tag(
         config=True
     )
@@ -128,6 +142,7 @@ class LTIContainerSpawner(DockerSpawner):  # type: ignore[misc]
         self._base_host_config: Any = self.extra_host_config
         self._base_create_kwargs: Any = self.extra_create_kwargs
         self.lti_plan: SpawnPlan | None = None
+        self.lti_deadline: float | None = None  # Unix time the time limit ends (+ grace)
 
     # -- policy and plan ------------------------------------------------------------
 
@@ -135,6 +150,7 @@ class LTIContainerSpawner(DockerSpawner):  # type: ignore[misc]
         return HubPolicy(
             allowed_images=tuple(self.allowed_image_patterns),
             default_image=self._base_image,
+            any_present_image=self.any_present_image,
             default_cpu=self._base_cpu,
             max_cpu=self.max_cpu,
             default_mem=self._base_mem,
@@ -182,6 +198,19 @@ class LTIContainerSpawner(DockerSpawner):  # type: ignore[misc]
             self.log.warning("Refused LTI launch for %s: %s", name, exc)
             raise refused_error(str(exc), name) from None
 
+    async def checked_plan(self, auth_state: Mapping[str, Any] | None) -> SpawnPlan:
+        """The plan, with the activity's image looked up on the engine (never pulled)."""
+        plan = self.plan_launch(auth_state)
+        if not plan.image_from_activity:
+            return plan
+        name = str(self.user.name)
+        try:
+            image = await resolve_image(self.docker, plan.image, self.hub_policy())
+        except LaunchRefused as exc:
+            self.log.warning("Refused LTI launch for %s: %s", name, exc)
+            raise refused_error(str(exc), name) from None
+        return dataclasses.replace(plan, image=image)
+
     async def run_auth_state_hook(self, auth_state: Any) -> None:
         """Validate the launch as soon as JupyterHub hands us the auth state.
 
@@ -190,7 +219,7 @@ class LTIContainerSpawner(DockerSpawner):  # type: ignore[misc]
         not count as a failed spawn).
         """
         await super().run_auth_state_hook(auth_state)
-        self.lti_plan = self.plan_launch(auth_state)
+        self.lti_plan = await self.checked_plan(auth_state)
 
     # -- applying the plan ----------------------------------------------------------
 
@@ -264,19 +293,64 @@ class LTIContainerSpawner(DockerSpawner):  # type: ignore[misc]
             env.update(self.lti_plan.environment)
         return env
 
+    def spawn_log_line(self, plan: SpawnPlan) -> str:
+        """One line per launch: what was started, and every adjustment made to the request."""
+
+        def limit(value: float | None) -> str:
+            if value is None:
+                return "none"
+            return str(value) if isinstance(value, int) else f"{value:g}"
+
+        return (
+            f"LTI launch for {plan.username}: image={plan.image} cpu={limit(plan.cpu_limit)} "
+            f"mem={limit(plan.mem_limit)} actlimit={plan.actlimit or 'none'} "
+            f"volumes={[vol.volume for vol in plan.volumes]} teacher={plan.is_teacher} "
+            f"notes={list(plan.notes)} ignored_keys=[{', '.join(plan.ignored)}]"
+        )
+
     async def start(self) -> Any:
         auth_state = await self.user.get_auth_state()
-        plan = self.plan_launch(auth_state)  # fresh: submission close times use 'now'
+        plan = await self.checked_plan(auth_state)  # fresh: close times use 'now'
         self.apply_plan(plan)
         self.ensure_home(plan)
-        self.log.info(
-            "LTI launch for %s: image=%s cpu=%s mem=%s volumes=%s teacher=%s notes=%s",
-            plan.username,
-            plan.image,
-            plan.cpu_limit,
-            plan.mem_limit,
-            [vol.volume for vol in plan.volumes],
-            plan.is_teacher,
-            list(plan.notes),
-        )
+        for key in plan.ignored:
+            self.log.warning(
+                "LTI launch for %s: ignored the custom parameter %s (its name cannot be "
+                "parsed; mod_lti mangles names with multibyte characters)",
+                plan.username,
+                key,
+            )
+        self.log.info("%s", self.spawn_log_line(plan))
+        self.lti_deadline = time.time() + plan.actlimit + ACTLIMIT_GRACE if plan.actlimit else None
         return await super().start()
+
+    # -- the time limit, enforced by the hub too -----------------------------------
+
+    async def poll(self) -> int | None:
+        """Report the server as stopped once its time limit (plus grace) is over.
+
+        JupyterHub then stops it (and removes the container) as for any server that
+        ended; the image's start script normally ends it at the limit already.
+        """
+        status: int | None = await super().poll()
+        if status is None and self.lti_deadline is not None and time.time() > self.lti_deadline:
+            self.log.warning(
+                "Server %s passed its activity time limit: the hub stops it", self.object_name
+            )
+            return 0
+        return status
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_state()
+        if self.lti_deadline is not None:
+            state["lti_deadline"] = self.lti_deadline
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        deadline = state.get("lti_deadline")
+        self.lti_deadline = float(deadline) if isinstance(deadline, int | float) else None
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.lti_deadline = None

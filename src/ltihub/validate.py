@@ -17,19 +17,30 @@ ASK_TEACHER = "Please tell your teacher."
 _CPU_RE = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)")
 _BYTES_RE = re.compile(r"(?:\d{1,3}(?:,\d{3})+|\d+)")
 _INT_RE = re.compile(r"\d+")
-_VOLUME_NAME_RE = re.compile(r"[a-z0-9]+")
+_VOLUME_NAME_RE = re.compile(r"[a-z0-9]{0,128}")
 _USERNAME_RE = re.compile(r"[a-z0-9_][a-z0-9_.@-]{0,63}")
 _GROUP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 _HOST_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST_RE = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
-_IMAGE_RE = re.compile(r"[a-z0-9][A-Za-z0-9._/:@-]{0,254}")
-_OPTION_RE = re.compile(r"[A-Za-z0-9_.,-]{0,100}")
+# An image reference as Docker reads it (lower case: the module lower-cases it), or an ID.
+_IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_HOST = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::[0-9]+)?"
+_IMAGE_NAME_RE = re.compile(
+    rf"(?:{_IMAGE_HOST}/)?{_IMAGE_COMPONENT}(?:/{_IMAGE_COMPONENT})*"
+    r"(?::[a-z0-9_][a-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
+)
+_IMAGE_ID_RE = re.compile(r"(?:sha256:[0-9a-f]{64}|[0-9a-f]{12,64})")
+_OPTION_DROP_RE = re.compile(r"[^A-Za-z0-9_.,-]")
+OPTION_MAX = 100
 _SESSION_RE = re.compile(r"\s*(\d+)\s*,\s*(\d+)\s*")
-ACCESS_NAME_MAX = 100
+ACCESS_NAME_MAX_BYTES = 255
+# What mod_lticontainer strips from an AccessName, plus the '/' the reference spawner strips.
+ACCESS_STRIP = frozenset("*;: $!\"'&+=|\\<>?^%~`(){}[]\n\r/")
+CLOSE_SUFFIX = "_close"
 DEFAULT_URLS = ("/lab", "/tree")
 
 
-def _shown(value: str, limit: int = 60) -> str:
+def shown(value: str, limit: int = 60) -> str:
     """A value quoted for a message: printable and short."""
     text = "".join(ch if ch.isprintable() else "?" for ch in value)
     if len(text) > limit:
@@ -44,7 +55,7 @@ def parse_cpu(value: str, what: str) -> float | None:
         return None
     if not _CPU_RE.fullmatch(value):
         raise LaunchRefused(
-            f"The {what} of this activity, {_shown(value)}, is not a number of CPUs. " + ASK_TEACHER
+            f"The {what} of this activity, {shown(value)}, is not a number of CPUs. " + ASK_TEACHER
         )
     cpus = float(value)
     if not math.isfinite(cpus):
@@ -59,8 +70,7 @@ def parse_bytes(value: str, what: str) -> int | None:
         return None
     if not _BYTES_RE.fullmatch(value):
         raise LaunchRefused(
-            f"The {what} of this activity, {_shown(value)}, is not a number of bytes. "
-            + ASK_TEACHER
+            f"The {what} of this activity, {shown(value)}, is not a number of bytes. " + ASK_TEACHER
         )
     return int(value.replace(",", ""))
 
@@ -72,7 +82,7 @@ def parse_int(value: str, what: str) -> int | None:
         return None
     if not _INT_RE.fullmatch(value) or len(value) > 18:
         raise LaunchRefused(
-            f"The {what} sent by Moodle, {_shown(value)}, is not a whole number. " + ASK_TEACHER
+            f"The {what} sent by Moodle, {shown(value)}, is not a whole number. " + ASK_TEACHER
         )
     return int(value)
 
@@ -84,7 +94,7 @@ def parse_session_info(value: str) -> tuple[str, str]:
     match = _SESSION_RE.fullmatch(value)
     if not match:
         raise LaunchRefused(
-            f"The session information sent by Moodle, {_shown(value)}, is not two numbers. "
+            f"The session information sent by Moodle, {shown(value)}, is not two numbers. "
             + ASK_TEACHER
         )
     return str(int(match.group(1))), str(int(match.group(2)))
@@ -93,7 +103,7 @@ def parse_session_info(value: str) -> tuple[str, str]:
 def check_username(name: str) -> str:
     if not _USERNAME_RE.fullmatch(name) or ".." in name:
         raise LaunchRefused(
-            f"The user name {_shown(name)} cannot be used for a JupyterLab server here: "
+            f"The user name {shown(name)} cannot be used for a JupyterLab server here: "
             "only lower-case letters, digits and . _ - @ are allowed. "
             "Please ask your Moodle administrator."
         )
@@ -103,7 +113,7 @@ def check_username(name: str) -> str:
 def check_group_name(name: str) -> str:
     if not _GROUP_RE.fullmatch(name) or ".." in name:
         raise LaunchRefused(
-            f"The group name {_shown(name)} cannot be used for a home directory. "
+            f"The group name {shown(name)} cannot be used for a home directory. "
             "Please ask your Moodle administrator."
         )
     return name
@@ -116,60 +126,67 @@ def check_hostname(name: str, what: str) -> str:
     return name
 
 
-def check_volume_name(name: str) -> str:
-    if not _VOLUME_NAME_RE.fullmatch(name) or len(name) > 64:
-        raise LaunchRefused(
-            f"The volume name {_shown(name)} in this activity is not valid: "
-            "only lower-case letters and digits are allowed. " + ASK_TEACHER
-        )
-    return name
+def parse_volume_key(rest: str, *, submit: bool) -> tuple[str, bool] | None:
+    """The part after ``lms_vol_``/``lms_sub_``/``lms_prs_``: (name, is close time).
 
-
-def check_access_name(name: str) -> tuple[str, bool]:
-    """Validate an AccessName; return it and whether it is for teachers only.
-
-    Allowed: letters and digits (any script), ``_``, ``.`` and ``-``; the first
-    character after an optional leading ``-`` (teachers only) must be a letter,
-    a digit or ``_``; no ``..``; at most 100 characters.
+    mod_lticontainer builds the name from the teacher's folder name keeping only
+    ``[a-z0-9]``, so it may be empty (an all-Japanese folder name). ``None`` for a
+    key that cannot be parsed: mod_lti mangles a ``_close`` key built from a raw
+    multibyte folder name (``lms_sub_____________1_close_1893452``); upstream
+    ignores such keys, and so do we (the caller logs them).
     """
+    if submit and rest.endswith(CLOSE_SUFFIX):
+        name = rest[: -len(CLOSE_SUFFIX)]
+        if _VOLUME_NAME_RE.fullmatch(name):
+            return name, True
+        return None
+    if _VOLUME_NAME_RE.fullmatch(rest):
+        return rest, False
+    return None
+
+
+def sanitise_access_name(raw: str) -> tuple[str, bool]:
+    """An AccessName cleaned as upstream does; return it and whether it is teachers-only.
+
+    Removes what mod_lticontainer strips (``*;: $!"'&+=|\\<>?^%~`(){}[]`` and line
+    breaks), the ``/`` the reference spawner strips, and every other non-printable
+    character (so it is safe in NB_VOLUMES); cuts it to 255 bytes (a file name).
+    A leading ``-`` marks a folder for teachers only.  Refused only when nothing
+    usable is left: empty, ``.`` or ``..`` (the link would be the work folder itself
+    or its parent).
+    """
+    name = "".join(ch for ch in raw if ch not in ACCESS_STRIP and ch.isprintable())
+    while len(name.encode()) > ACCESS_NAME_MAX_BYTES:
+        name = name[:-1]
     teachers_only = name.startswith("-")
     body = name[1:] if teachers_only else name
-    ok = (
-        0 < len(name) <= ACCESS_NAME_MAX
-        and bool(body)
-        and (body[0].isalnum() or body[0] == "_")
-        and all(ch.isalnum() or ch in "_.-" for ch in body)
-        and ".." not in body
-    )
-    if not ok:
+    if body in ("", ".", ".."):
         raise LaunchRefused(
-            f"The folder name {_shown(name)} in this activity is not allowed: use letters, "
-            "digits, '_', '.' and '-' only (a leading '-' marks a teachers-only folder). "
-            + ASK_TEACHER
+            f"The folder name {shown(raw)} in this activity leaves no usable folder name "
+            "once the characters that are not allowed are removed. " + ASK_TEACHER
         )
     return name, teachers_only
 
 
-def check_defurl(value: str, default: str) -> str:
+def check_defurl(value: str, default: str) -> tuple[str, bool]:
+    """``/lab`` or ``/tree``; anything else (the module sends neither) -> the hub default.
+
+    Returns the URL and whether the value sent was replaced.
+    """
     value = value.strip()
-    if not value:
-        return default
-    if value not in DEFAULT_URLS:
-        raise LaunchRefused(
-            f"The start page {_shown(value)} of this activity is not supported: "
-            "use /lab or /tree. " + ASK_TEACHER
-        )
-    return value
+    if value in DEFAULT_URLS:
+        return value, False
+    return default, bool(value)
 
 
-def check_options(value: str) -> str:
-    value = value.strip()
-    if not _OPTION_RE.fullmatch(value):
-        raise LaunchRefused(
-            f"The options {_shown(value)} of this activity contain characters that are "
-            "not allowed. " + ASK_TEACHER
-        )
-    return value
+def clean_options(value: str) -> tuple[str, bool]:
+    """NB_OPTION: only ``[A-Za-z0-9_.,-]`` kept (others dropped), at most 100 characters.
+
+    Returns the cleaned value and whether anything was dropped.
+    """
+    stripped = value.strip()
+    cleaned = _OPTION_DROP_RE.sub("", stripped)[:OPTION_MAX]
+    return cleaned, cleaned != stripped
 
 
 def clean_text(value: str, limit: int = 200) -> str:
@@ -184,8 +201,13 @@ def split_names(value: str) -> frozenset[str]:
 
 
 def normalise_image(value: str) -> str:
-    """``repo : tag`` as Moodle's form writes it -> ``repo:tag``."""
-    return "".join(value.split())
+    """``Repo : Tag`` as Moodle's form writes it -> ``repo:tag`` (no spaces, lower case)."""
+    return "".join(value.split()).lower()
+
+
+def is_image_id(image: str) -> bool:
+    """``sha256:<64 hex>`` or a (short) hex ID as ``docker images`` shows it."""
+    return bool(_IMAGE_ID_RE.fullmatch(image))
 
 
 def image_has_tag(image: str) -> bool:
@@ -193,21 +215,39 @@ def image_has_tag(image: str) -> bool:
     return ":" in last or "@" in image
 
 
-def check_image(image: str, patterns: tuple[str, ...], default: str) -> str:
-    """Accept ``image`` only if it is the hub's default or matches an allowlist pattern."""
-    if not _IMAGE_RE.fullmatch(image) or ".." in image:
+def check_image_reference(image: str) -> str:
+    """A normalised image name or ID, refused when Docker could not read it."""
+    if len(image) > 255 or not (is_image_id(image) or _IMAGE_NAME_RE.fullmatch(image)):
         raise LaunchRefused(
-            f"The image name {_shown(image)} in this activity is not valid. " + ASK_TEACHER
+            f"The image name {shown(image)} in this activity is not valid. " + ASK_TEACHER
         )
-    candidates = [image]
-    if not image_has_tag(image):
-        candidates.append(image + ":latest")
-    if default and default in candidates:
-        return image
-    for pattern in patterns:
-        if any(fnmatchcase(candidate, pattern) for candidate in candidates):
-            return image
-    raise LaunchRefused(
-        f"This activity asks for the image {_shown(image)}, which this JupyterHub does "
+    return image
+
+
+def image_matches(names: tuple[str, ...], patterns: tuple[str, ...], default: str) -> bool:
+    """Whether any of an image's names is the hub's default or matches a pattern.
+
+    A name without a tag also counts as ``<name>:latest``.
+    """
+    candidates: list[str] = []
+    for name in names:
+        candidates.append(name)
+        if not image_has_tag(name):
+            candidates.append(name + ":latest")
+    if default and (default in candidates or (default + ":latest") in candidates):
+        return True
+    return any(fnmatchcase(c, pattern) for c in candidates for pattern in patterns)
+
+
+def image_not_offered(image: str) -> LaunchRefused:
+    return LaunchRefused(
+        f"This activity asks for the image {shown(image)}, which this JupyterHub does "
         "not offer. " + ASK_TEACHER
+    )
+
+
+def image_not_present(image: str) -> LaunchRefused:
+    return LaunchRefused(
+        f"This activity asks for the image {shown(image)}, which is not on this "
+        "JupyterHub (images are never downloaded for an activity). " + ASK_TEACHER
     )

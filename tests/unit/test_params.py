@@ -11,7 +11,7 @@ from ltihub.accounts import StaticAccounts
 from ltihub.errors import LaunchRefused
 from ltihub.params import build_plan
 from ltihub.policy import HubPolicy
-from ltihub.validate import check_access_name
+from ltihub.validate import sanitise_access_name
 
 ENV_KEYS = [
     "NB_UID",
@@ -170,7 +170,9 @@ def test_options_and_iframe(make_plan: PlanFactory) -> None:
     assert plan.environment["NB_OPTION"] == "doubleargs"
     assert plan.iframe
     assert not make_plan().iframe
-    refused(make_plan, moodle_launch(lms_options="x; rm -rf /"))
+    cleaned = make_plan(moodle_launch(lms_options="x; rm -rf /"))
+    assert cleaned.environment["NB_OPTION"] == "xrm-rf"
+    assert any("lms_options cleaned" in note for note in cleaned.notes)
 
 
 # -- image ---------------------------------------------------------------------------
@@ -191,17 +193,31 @@ def test_image_without_tag_matches_latest(make_plan: PlanFactory, policy: HubPol
     )
 
 
-def test_default_image_always_allowed(make_plan: PlanFactory, policy: HubPolicy) -> None:
-    pol = dataclasses.replace(policy, allowed_images=())
+def test_patterns_only_mode(make_plan: PlanFactory, policy: HubPolicy) -> None:
+    """any_present_image off: the default image and the patterns, nothing else."""
+    pol = dataclasses.replace(policy, allowed_images=(), any_present_image=False)
     assert make_plan(moodle_launch(lms_image="jupyterhub/base : latest"), pol=pol).image == (
         "jupyterhub/base:latest"
     )
-    refused(make_plan, moodle_launch(lms_image="jupyterhub/other:1"), pol=pol)
+    message = refused(make_plan, moodle_launch(lms_image="jupyterhub/other:1"), pol=pol)
+    assert "does not offer" in message
+    pol = dataclasses.replace(policy, any_present_image=False)
+    assert make_plan(moodle_launch(lms_image="jupyterhub/other:1"), pol=pol).image
+    refused(make_plan, moodle_launch(lms_image="evil/miner:latest"), pol=pol)
+    # an ID cannot be matched by name here: the spawner checks it against the engine
+    plan = make_plan(moodle_launch(lms_image="0123456789ab"), pol=pol)
+    assert plan.image == "0123456789ab" and plan.image_from_activity
+
+
+def test_any_image_name_passes_the_planner(make_plan: PlanFactory) -> None:
+    """By default the engine decides (present or not); the planner checks the syntax."""
+    plan = make_plan(moodle_launch(lms_image="Evil/Miner : Latest"))
+    assert plan.image == "evil/miner:latest" and plan.image_from_activity
+    assert not make_plan().image_from_activity
 
 
 @pytest.mark.parametrize(
-    "image",
-    ["evil/miner:latest", "registry.example.test/other:1", "jupyterhub/x;rm", "../x", "a b"],
+    "image", ["jupyterhub/x;rm", "../x", "x/", "-x", "a:b:c", "UPPER/..", "sha256:", "a" * 300]
 )
 def test_bad_image_refused(make_plan: PlanFactory, image: str) -> None:
     message = refused(make_plan, moodle_launch(lms_image=image))
@@ -294,8 +310,10 @@ def test_defurl(make_plan: PlanFactory, value: str, url: str) -> None:
 
 
 @pytest.mark.parametrize("value", ["/notebooks", "/lab/../hub", "https://evil.example/", "lab"])
-def test_bad_defurl_refused(make_plan: PlanFactory, value: str) -> None:
-    refused(make_plan, moodle_launch(lms_defurl=value))
+def test_unknown_defurl_gets_the_hub_default(make_plan: PlanFactory, value: str) -> None:
+    plan = make_plan(moodle_launch(lms_defurl=value))
+    assert plan.default_url == "/lab"
+    assert any("lms_defurl" in note for note in plan.notes)
 
 
 # -- teachers -------------------------------------------------------------------------
@@ -389,45 +407,68 @@ def test_teachers_only_access_name(make_plan: PlanFactory) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["lms_vol_Data", "lms_vol_", "lms_vol_a-b", "lms_sub_x_y", "lms_prs_a.b", "lms_sub__close"],
+    [
+        "lms_vol_Data",
+        "lms_vol_a-b",
+        "lms_sub_x_y",
+        "lms_prs_a.b",
+        "lms_sub_____________1_close_1893452",
+    ],
 )
-def test_bad_volume_names_refused(make_plan: PlanFactory, key: str) -> None:
-    message = refused(make_plan, vol_launch(**{key: "Data"}))
-    assert "name" in message
+def test_unparseable_volume_keys_are_ignored(make_plan: PlanFactory, key: str) -> None:
+    plan = make_plan(vol_launch(lms_vol_data="Data", **{key: "Data"}))
+    assert list(plan.mounts) == ["lms_vol_data_12_moodle.example.test"]
+    assert plan.ignored == (repr(key),)
+
+
+def test_empty_volume_name_is_mounted_as_upstream_names_it(make_plan: PlanFactory) -> None:
+    plan = make_plan(vol_launch(lms_vol_="課題", lms_sub_="提出", lms_sub__close="0"))
+    assert sorted(plan.mounts) == [
+        "lms_sub__12_moodle.example.test",
+        "lms_vol__12_moodle.example.test",
+    ]
+    assert plan.environment["NB_VOLUMES"] == ".volumes/lms_vol__12_moodle.example.test:課題"
+    assert plan.environment["NB_SUBMITS"] == ".volumes/lms_sub__12_moodle.example.test:提出"
+
+
+@pytest.mark.parametrize("access", ["", " ", ".", "..", "-", "-..", "/", "../", "*", "-./"])
+def test_access_names_left_empty_or_dots_are_refused(make_plan: PlanFactory, access: str) -> None:
+    message = refused(make_plan, vol_launch(lms_vol_data=access))
+    assert "folder name" in message
 
 
 @pytest.mark.parametrize(
-    "access",
+    ("access", "link"),
     [
-        "..",
-        "../x",
-        "a/b",
-        "",
-        " ",
-        "a b",
-        "x\n",
-        "-",
-        "--x",
-        ".",
-        ".hidden",
-        "a..b",
-        "tab\there",
-        "x:y",
+        ("../x", "..x"),
+        ("a/b", "ab"),
+        ("a b", "ab"),
+        ("x\n", "x"),
+        ("tab\there", "tabhere"),
+        ("x--", "x--"),
+        (".hidden", ".hidden"),
+        ("a..b", "a..b"),
+        ("課題(1)", "課題1"),
+        ("Data!$`;&|", "Data"),
+        ("x:y", "x"),  # "x" with the user list "y"
     ],
 )
-def test_bad_access_names_refused(make_plan: PlanFactory, access: str) -> None:
-    # "x:y" is the access name "x" with user list "y", so it is fine; everything else fails
-    if access == "x:y":
-        make_plan(vol_launch(lms_vol_data=access))
-        return
-    refused(make_plan, vol_launch(lms_vol_data=access))
+def test_access_names_sanitised_as_upstream(make_plan: PlanFactory, access: str, link: str) -> None:
+    plan = make_plan(vol_launch("y", lms_users="*", lms_vol_data=access))
+    assert plan.volumes[0].access_name == link
+    assert plan.environment["NB_VOLUMES"] == f".volumes/lms_vol_data_12_moodle.example.test:{link}"
 
 
-@pytest.mark.parametrize("access", ["Data", "task-1.v2", "_x", "課題", "-Teachers_only"])
+@pytest.mark.parametrize("access", ["Data", "task-1.v2", "_x", "課題", "-Teachers_only", "--x"])
 def test_good_access_names(access: str) -> None:
-    name, teachers_only = check_access_name(access)
+    name, teachers_only = sanitise_access_name(access)
     assert name == access
     assert teachers_only == access.startswith("-")
+
+
+def test_long_access_name_cut_to_a_file_name() -> None:
+    name, _ = sanitise_access_name("課" * 100)
+    assert len(name.encode()) <= 255 and name == "課" * 85
 
 
 # -- users, uid and gid ---------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ jupyterhub_utils = pytest.importorskip("jupyterhub.utils")
 jupyterhub_spawner = pytest.importorskip("jupyterhub.spawner")
 web = pytest.importorskip("tornado.web")
 traitlets_config = pytest.importorskip("traitlets.config")
+docker_errors = pytest.importorskip("docker.errors")
 
 from ltihub.spawner import LTIContainerSpawner  # noqa: E402
 
@@ -42,7 +44,9 @@ def make_spawner(
     settings.update(config)
     cfg = traitlets_config.Config({"LTIContainerSpawner": settings})
     state = moodle_launch(username=name) if auth_state is None else auth_state
-    return LTIContainerSpawner(user=FakeUser(name, state), config=cfg)
+    spawner = LTIContainerSpawner(user=FakeUser(name, state), config=cfg)
+    spawner.docker = ENGINE  # never the machine's Docker daemon
+    return spawner
 
 
 def student_launch(**custom: str) -> dict[str, str]:
@@ -146,7 +150,7 @@ def test_refusal_is_http_403_with_student_message() -> None:
         asyncio.run(spawner.run_auth_state_hook(launch))
     assert info.value.status_code == 403
     message, _html = jupyterhub_utils.format_exception(info.value)
-    assert message.startswith("This activity asks for the image 'evil/miner:latest'")
+    assert message.startswith("This activity asks for the image 'evil/miner:latest', which is not")
     assert "Traceback" not in message
 
 
@@ -175,6 +179,39 @@ def test_bad_config_is_500_with_generic_message() -> None:
     assert "not configured correctly" in info.value.jupyterhub_message
 
 
+class FakeEngine:
+    """The two read-only engine calls the spawner makes, over a fixed image list."""
+
+    def __init__(self, *images: tuple[str, list[str]]) -> None:
+        self.images: list[dict[str, Any]] = [
+            {"Id": image_id, "RepoTags": tags} for image_id, tags in images
+        ]
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append((method, args))
+        if method == "images":
+            return self.images
+        if method == "inspect_image":
+            ref = args[0]
+            for info in self.images:
+                tags = info["RepoTags"]
+                names = set(tags) | {t.removesuffix(":latest") for t in tags}
+                if ref in names or info["Id"] == ref or info["Id"][7:].startswith(ref):
+                    return info
+            raise docker_errors.ImageNotFound(f"No such image: {ref}")
+        raise AssertionError(f"the spawner must not call {method}")
+
+
+R4_ID = "sha256:" + "ab" * 32
+ENGINE = FakeEngine(
+    (R4_ID, ["jupyterhub/r:4"]),
+    ("sha256:" + "cd" * 32, ["jupyterhub/base:latest"]),
+    ("sha256:" + "ef" * 32, []),
+    ("sha256:" + "12" * 32, ["Course/Lab:V1"]),
+)
+
+
 def test_start_builds_and_applies_without_docker(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
 
@@ -183,11 +220,109 @@ def test_start_builds_and_applies_without_docker(monkeypatch: pytest.MonkeyPatch
         return ("127.0.0.1", 8888)
 
     monkeypatch.setattr("dockerspawner.DockerSpawner.start", fake_start)
-    spawner = make_spawner(auth_state=student_launch(lms_image="jupyterhub/r:4"))
+    spawner = make_spawner(auth_state=student_launch(lms_image="jupyterhub/r : 4"))
     assert asyncio.run(spawner.start()) == ("127.0.0.1", 8888)
     assert spawner.image == "jupyterhub/r:4"
     assert calls and calls[0].startswith("jupyterhub-12-7-moodle.example.test-")
     assert calls[0].endswith("-alice")
+
+
+@pytest.mark.parametrize(
+    ("asked", "started"),
+    [
+        ("jupyterhub/r : 4", "jupyterhub/r:4"),
+        ("JupyterHub/R:4", "jupyterhub/r:4"),
+        ("course/lab : v1", "Course/Lab:V1"),  # the module lower-cased the engine's tag
+        ("efefefefefef", "sha256:" + "ef" * 32),  # an untagged image by its short ID
+        ("sha256:" + "ab" * 32, R4_ID),
+    ],
+)
+def test_any_image_on_the_engine(asked: str, started: str) -> None:
+    launch = student_launch(lms_image=asked)
+    spawner = make_spawner(auth_state=launch)
+    asyncio.run(spawner.run_auth_state_hook(launch))
+    assert spawner.lti_plan.image == started
+
+
+def test_image_not_on_the_engine_is_refused_and_not_pulled() -> None:
+    engine = FakeEngine(*[(i["Id"], i["RepoTags"]) for i in ENGINE.images])
+    launch = student_launch(lms_image="jupyterhub/new : 1")
+    spawner = make_spawner(auth_state=launch)
+    spawner.docker = engine
+    with pytest.raises(web.HTTPError) as info:
+        asyncio.run(spawner.run_auth_state_hook(launch))
+    assert info.value.status_code == 403
+    assert info.value.jupyterhub_message == (
+        "This activity asks for the image 'jupyterhub/new:1', which is not on this JupyterHub "
+        "(images are never downloaded for an activity). Please tell your teacher."
+    )
+    assert {method for method, _ in engine.calls} <= {"inspect_image", "images"}
+
+
+def test_patterns_only_hub_checks_the_tags_of_an_id() -> None:
+    tagged = student_launch(lms_image=R4_ID)
+    spawner = make_spawner(auth_state=tagged, any_present_image=False)
+    asyncio.run(spawner.run_auth_state_hook(tagged))  # jupyterhub/r:4 matches jupyterhub/*
+    untagged = student_launch(lms_image="efefefefefef")
+    spawner = make_spawner(auth_state=untagged, any_present_image=False)
+    with pytest.raises(web.HTTPError) as info:
+        asyncio.run(spawner.run_auth_state_hook(untagged))
+    assert "does not offer" in info.value.jupyterhub_message
+
+
+def test_default_image_is_not_looked_up() -> None:
+    spawner = make_spawner()
+    spawner.docker = FakeEngine()
+    asyncio.run(spawner.run_auth_state_hook(moodle_launch()))
+    assert spawner.lti_plan.image == "jupyterhub/base:latest"
+    assert spawner.docker.calls == []
+
+
+def test_spawn_log_line_names_adjustments() -> None:
+    launch = student_launch(
+        lms_cpulimit="0.0",
+        lms_memlimit="0",
+        lms_sub_____________1_close_1893452="00",
+    )
+    spawner = make_spawner(auth_state=launch)
+    line = spawner.spawn_log_line(spawner.plan_launch(launch))
+    assert "cpu=2 mem=4294967296 actlimit=6000" in line
+    assert "lms_cpulimit=0 (no limit upstream) -> the hub maximum 2 CPUs" in line
+    assert "lms_memlimit=0 (no limit upstream) -> the hub maximum 4 GiB" in line
+    assert "ignored_keys=['lms_sub_____________1_close_1893452']" in line
+
+
+def test_hub_stops_a_server_past_its_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def running(self: Any) -> None:
+        return None
+
+    async def fake_start(self: Any) -> tuple[str, int]:
+        return ("127.0.0.1", 8888)
+
+    monkeypatch.setattr("dockerspawner.DockerSpawner.poll", running)
+    monkeypatch.setattr("dockerspawner.DockerSpawner.start", fake_start)
+    spawner = make_spawner(auth_state=student_launch(lms_actlimit="600"))
+    asyncio.run(spawner.start())
+    assert spawner.lti_deadline is not None
+    assert asyncio.run(spawner.poll()) is None  # within the limit: running
+    state = spawner.get_state()
+    assert state["lti_deadline"] == spawner.lti_deadline
+    restarted = make_spawner()  # the hub restarted: the deadline comes from the state
+    restarted.load_state(state)
+    monkeypatch.setattr(time, "time", lambda: state["lti_deadline"] + 1)
+    assert asyncio.run(restarted.poll()) == 0
+    restarted.clear_state()
+    assert restarted.lti_deadline is None and asyncio.run(restarted.poll()) is None
+
+
+def test_no_time_limit_no_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def fake_start(self: Any) -> tuple[str, int]:
+        return ("127.0.0.1", 8888)
+
+    monkeypatch.setattr("dockerspawner.DockerSpawner.start", fake_start)
+    spawner = make_spawner(auth_state=student_launch(lms_actlimit="0"), default_actlimit=0)
+    asyncio.run(spawner.start())
+    assert spawner.lti_deadline is None and "lti_deadline" not in spawner.get_state()
 
 
 def test_create_object_sees_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:

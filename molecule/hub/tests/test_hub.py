@@ -275,12 +275,12 @@ def test_reused_nonce_is_refused(hub: Hub) -> None:
     assert again["http_status"] == 401
 
 
-def test_image_outside_the_allowlist_is_refused(hub: Hub) -> None:
+def test_image_not_on_the_hub_is_refused(hub: Hub) -> None:
     before = hub.containers()
     report = hub.launch("mallory4", "--custom", "lms_image=evil/miner:latest")
     _refused_without_new_container(hub, report, before)
     assert report["http_status"] == 403
-    assert "evil/miner:latest" in report["message"] and "does not offer" in report["message"]
+    assert "evil/miner:latest" in report["message"] and "not on this" in report["message"]
 
 
 def test_over_limit_memory(hub: Hub) -> None:
