@@ -10,6 +10,7 @@ log() { echo "mjp-start: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must start as root (the spawner sets user=root)"
+STARTED=$(date +%s)  # NB_ACTLIMIT counts from here
 
 NB_USER=${NB_USER:?NB_USER is not set}
 NB_UID=${NB_UID:?NB_UID is not set}
@@ -91,61 +92,14 @@ for dir in "$NB_DIR/$PRJCT_DIR" "$NB_WRKDIR" "$NB_WRKDIR/$VOLUME_DIR"; do
 done
 
 # ---- volumes: ".volumes/<volume>:<AccessName>" entries ------------------------------
-link_volume() {  # target access
-  local target=$1 access=$2 name link
-  name=${access#-}
-  if [ "$access" != "$name" ] && [ "$is_teacher" != yes ]; then
-    return 0  # "-Name": teachers only
-  fi
-  if [[ ! $name =~ ^[[:alnum:]_][[:alnum:]_.-]*$ || $name == *..* ]]; then
-    log "skipping access name '$access'"
-    return 0
-  fi
-  link="$NB_WRKDIR/$name"
-  if [ -e "$link" ] && [ ! -L "$link" ]; then
-    log "not replacing $link: it is not a link"
-    return 0
-  fi
-  as_user ln -sfn "$target" "$link"
-}
-
-check_target() {  # ".volumes/<volume>" only
-  [[ $1 =~ ^${VOLUME_DIR//./\\.}/lms_(vol|sub|prs)_[a-z0-9]+_[A-Za-z0-9_.-]+$ && $1 != *..* ]]
-}
-
-for entry in ${NB_VOLUMES:-}; do  # task volumes: teachers write, everyone reads
-  target=${entry%%:*} access=${entry#*:}
-  check_target "$target" || { log "skipping volume '$entry'"; continue; }
-  path="$NB_WRKDIR/$target"
-  if [ -d "$path" ] && [ "$(stat -c %u:%g "$path")" = 0:0 ]; then
-    chgrp "$NB_THRGID" "$path" && chmod 2775 "$path"
-  fi
-  link_volume "$target" "$access"
-done
-
-for entry in ${NB_SUBMITS:-}; do  # submission volumes: group TEACHER, mode 3777
-  target=${entry%%:*} access=${entry#*:}
-  check_target "$target" || { log "skipping volume '$entry'"; continue; }
-  path="$NB_WRKDIR/$target"
-  if [ -d "$path" ]; then
-    chgrp "$NB_THRGID" "$path" && chmod 3777 "$path"
-  fi
-  link_volume "$target" "$access"
-done
-
-for entry in ${NB_PRSNALS:-}; do  # personal volumes: in the home, seeded from the task volume
-  target=${entry%%:*} access=${entry#*:}
-  check_target "$target" || { log "skipping volume '$entry'"; continue; }
-  path="$NB_WRKDIR/$target"
-  if [ ! -d "$path" ]; then
-    as_user mkdir -p "$path"
-    seed="$NB_WRKDIR/${target/\/lms_prs_//lms_vol_}"
-    if [ -d "$seed" ]; then
-      as_user cp -R --no-clobber --no-preserve=ownership "$seed/." "$path/" || log "could not seed $path"
-    fi
-  fi
-  link_volume "$target" "$access"
-done
+# ltihub.nbstart (our package, in the image): as root, task volumes teacher-writable
+# (recursively, set-group-id directories, group TEACHER) and submission volumes 3777 with
+# .ipynb_checkpoints made up front; then as the user, personal volumes refreshed from the
+# task volume without overwriting, a link per volume, stale links under works/ removed.
+PYTHON="$CONDA_DIR/bin/python3"
+export NB_DIR NB_WRKDIR VOLUME_DIR NB_THRGID
+"$PYTHON" -I -m ltihub.nbstart root || log "some volumes could not be prepared"
+(umask "$NB_UMASK" && as_user "$PYTHON" -I -m ltihub.nbstart user) || log "volume links failed"
 
 # ---- drop privileges and start ---------------------------------------------------------
 umask "$NB_UMASK"
@@ -156,6 +110,9 @@ drop=(setpriv --reuid="$NB_UID" --regid="$NB_GID" --init-groups)
 if [ "$GRANT_SUDO" != yes ]; then
   drop+=(--inh-caps=-all --bounding-set=-all)
 fi
+# Time and memory warnings shown by Jnotice; the watcher ends when this process (the
+# server, after exec) is gone.
+"${drop[@]}" -- "$PYTHON" -I -m ltihub.nbnotice --parent "$$" --started "$STARTED" &
 if [ "$NB_ACTLIMIT" -gt 0 ]; then  # the activity's time limit: stop the server after it
   exec timeout --kill-after=30 "$NB_ACTLIMIT" "${drop[@]}" -- jupyterhub-singleuser "$@"
 fi
