@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Build the systemd base image of a test host, once per recipe.
 
-The test bed cannot pull images on our build machines, so the Debian 12 image is
-made with debootstrap from the mirror that this machine's own apt configuration
-names, and imported into Docker. Where a registry is reachable, Rocky Linux 9 and
+The test bed cannot pull images on our build machines, so the Debian 12 and 13 images
+are made with debootstrap from the mirror that this machine's own apt configuration
+names (for a release it does not name, the URI of another Debian release's entry), and
+imported into Docker. Where a registry is reachable, Rocky Linux 9 and
 Ubuntu 24.04 images are built from the Dockerfile in their recipe folder.
 
 The image is tagged ``mjp-testbed-<distro>:<recipe hash>`` and ``:latest``; it is
@@ -74,6 +75,31 @@ def mirror_from_apt_config(texts: Iterable[tuple[str, str]], suite: str) -> str 
     return None
 
 
+# Debian's release code names, oldest first: every one is on the same archive, so a
+# machine whose apt sources name only bookworm still tells us where trixie lives.
+DEBIAN_SUITES = ("buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid")
+
+
+def mirror_for_suite(texts: Iterable[tuple[str, str]], suite: str) -> str | None:
+    """Return the archive URI for ``suite``, derived from another Debian release if need be.
+
+    When the apt configuration names ``suite`` itself, its URI is taken. Otherwise, for a
+    Debian suite, the URI of the main archive entry of another Debian release (its plain
+    code name, not -updates or -security) is used: Debian serves all releases from one
+    archive. Anything else (Ubuntu, a suite apt does not know) gives None.
+    """
+    texts = list(texts)
+    mirror = mirror_from_apt_config(texts, suite)
+    if mirror or suite not in DEBIAN_SUITES:
+        return mirror
+    for other in DEBIAN_SUITES:
+        if other != suite:
+            mirror = mirror_from_apt_config(texts, other)
+            if mirror:
+                return mirror
+    return None
+
+
 def _read_apt_config() -> list[tuple[str, str]]:
     texts: list[tuple[str, str]] = []
     for source in APT_SOURCES:
@@ -102,7 +128,7 @@ def build_debootstrap(distro: str, ref: str) -> None:
     recipe = RECIPES / distro
     suite = (recipe / "suite").read_text().strip()
     packages = ",".join((recipe / "packages").read_text().split())
-    mirror = os.environ.get("MJP_APT_MIRROR") or mirror_from_apt_config(_read_apt_config(), suite)
+    mirror = os.environ.get("MJP_APT_MIRROR") or mirror_for_suite(_read_apt_config(), suite)
     if not mirror:
         sys.exit(
             f"no apt mirror for {suite} found in this machine's apt configuration; "

@@ -60,3 +60,37 @@ def test_recipe_hash_follows_the_recipe(tmp_path: Path, monkeypatch: pytest.Monk
     assert build_image.recipe_hash("distro") == first
     (recipe / "packages").write_text("python3\nsystemd\n")
     assert build_image.recipe_hash("distro") != first
+
+
+def test_trixie_mirror_is_derived_from_the_bookworm_entry() -> None:
+    texts = [("debian.sources", DEB822)]
+    assert build_image.mirror_from_apt_config(texts, "trixie") is None
+    assert build_image.mirror_for_suite(texts, "trixie") == "http://mirror.invalid/debian"
+
+
+def test_a_named_suite_keeps_its_own_uri() -> None:
+    texts = [
+        ("debian.sources", DEB822),
+        ("trixie.list", "deb http://other.invalid/debian trixie main\n"),
+    ]
+    assert build_image.mirror_for_suite(texts, "trixie") == "http://other.invalid/debian"
+    assert build_image.mirror_for_suite(texts, "bookworm") == "http://mirror.invalid/debian"
+
+
+def test_no_derived_mirror_for_security_only_or_non_debian_sources() -> None:
+    security_only = [
+        ("s.list", "deb http://mirror.invalid/debian-security bookworm-security main\n"),
+    ]
+    assert build_image.mirror_for_suite(security_only, "trixie") is None
+    ubuntu = [("u.sources", "Types: deb\nURIs: http://x.invalid/ubuntu\nSuites: noble\n")]
+    assert build_image.mirror_for_suite(ubuntu, "trixie") is None
+    assert build_image.mirror_for_suite([("debian.sources", DEB822)], "noble") is None
+
+
+def test_debian13_recipe_matches_debian12() -> None:
+    images = Path(__file__).resolve().parents[2] / "testbed" / "images"
+    for name in ("packages", "setup.sh"):
+        assert (images / "debian13" / name).read_text() == (images / "debian12" / name).read_text()
+    assert (images / "debian13" / "suite").read_text().strip() == "trixie"
+    texts = [("debian.sources", DEB822)]
+    assert build_image.mirror_for_suite(texts, (images / "debian13" / "suite").read_text().strip())
