@@ -43,10 +43,16 @@ class Volume:
     teachers_only: bool
     link_target: str  # <volumes_dir>/<volume>, relative to the work dir
     mount_path: str  # absolute path in the container
+    close_time: int | None = None  # submission volumes: Unix time they close (lms_sub_*_close)
 
     @property
     def env_entry(self) -> str:
         return f"{self.link_target}:{self.access_name}"
+
+    @property
+    def close_entry(self) -> str | None:
+        """``<volume>:<unix time>`` for NB_SUBMIT_CLOSE, or None without a close time."""
+        return None if self.close_time is None else f"{self.volume}:{self.close_time}"
 
     @property
     def is_docker_volume(self) -> bool:
@@ -334,6 +340,7 @@ def _volumes(
                 teachers_only=teachers_only,
                 link_target=link_target,
                 mount_path=f"{work_dir}/{link_target}",
+                close_time=closes.get(name) if kind == "submit" else None,
             )
         )
     return tuple(result)
@@ -503,6 +510,10 @@ def build_plan(
         "CONDA_DIR": policy.conda_dir,
         "TZ": policy.timezone,
     }
+    # Read by the image's submit tool (ltihub.nbenv); only set when a folder has a close time.
+    close_entries = [entry for vol in volumes if (entry := vol.close_entry) is not None]
+    if close_entries:
+        env["NB_SUBMIT_CLOSE"] = " ".join(close_entries)
     return SpawnPlan(
         username=name,
         uid=uid,

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 from conftest import GIB, NOW, PlanFactory, moodle_launch
 
+from ltihub import nbenv
 from ltihub.accounts import StaticAccounts
 from ltihub.errors import LaunchRefused
 from ltihub.params import build_plan
@@ -388,6 +389,44 @@ def test_submit_close_time(make_plan: PlanFactory) -> None:
     assert make_plan(no_close).mounts
     # the close time is taken from 'now'
     assert make_plan(closed, now=NOW - 3600).mounts
+
+
+def test_submit_close_time_reaches_the_image(make_plan: PlanFactory) -> None:
+    future = int(NOW) + 60
+    launch = vol_launch(
+        lms_sub_exam="Exam",
+        lms_sub_exam_close=str(future),
+        lms_sub_hw="Homework",
+        lms_vol_data="Data",
+    )
+    env = make_plan(launch).environment
+    exam = "lms_sub_exam_12_moodle.example.test"
+    assert env["NB_SUBMIT_CLOSE"] == f"{exam}:{future}"
+    # read back as the image's submit tool reads it
+    closes = nbenv.parse_close_times(env["NB_SUBMIT_CLOSE"])
+    assert nbenv.close_time(closes, exam) == future
+    assert nbenv.close_time(closes, "lms_sub_hw_12_moodle.example.test") is None
+    # a teacher still gets a closed folder, and its close time with it
+    past = int(NOW) - 60
+    teacher = vol_launch("tom", lms_sub_exam="Exam", lms_sub_exam_close=str(past))
+    assert make_plan(teacher).environment["NB_SUBMIT_CLOSE"] == f"{exam}:{past}"
+
+
+@pytest.mark.parametrize(
+    "custom",
+    [
+        {},
+        {"lms_sub_exam": "Exam"},
+        {"lms_sub_exam": "Exam", "lms_sub_exam_close": "0"},
+        {"lms_sub_exam": "Exam", "lms_sub_exam_close": ""},
+        {"lms_sub_exam": "Exam", "lms_sub_exam_close": str(int(NOW) - 60)},  # closed, dropped
+        {"lms_sub_exam_close": str(int(NOW) + 60)},  # a close time without its volume
+    ],
+)
+def test_no_submit_close_variable_without_a_close_time(
+    make_plan: PlanFactory, custom: dict[str, str]
+) -> None:
+    assert "NB_SUBMIT_CLOSE" not in make_plan(vol_launch(**custom)).environment
 
 
 def test_personal_volume_is_env_only(make_plan: PlanFactory) -> None:

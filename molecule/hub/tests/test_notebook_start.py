@@ -162,9 +162,6 @@ def test_submit_refused_after_the_close_time(hub: Hub) -> None:
     assert "closed at" in result.stderr
 
 
-@pytest.mark.xfail(
-    reason="needs the spawner to pass NB_SUBMIT_CLOSE (issue 12 item 6)", strict=False
-)
 def test_spawner_passes_the_close_time(hub: Hub) -> None:
     close = int(time.time()) + 86400
     report = hub.launch(
@@ -172,9 +169,9 @@ def test_spawner_passes_the_close_time(hub: Hub) -> None:
     )
     assert report["result"] == "ok", report
     env = env_of(hub.inspect(hub.container_of("nbclose")))
-    assert f"{vol('sub', 'nbhw')}:{close}" in env.get("NB_SUBMIT_CLOSE", "").split() or env.get(
-        "NB_SUBMIT_CLOSE"
-    ) == str(close)
+    assert env.get("NB_SUBMIT_CLOSE") == f"{vol('sub', 'nbhw')}:{close}"
+    # the other students' containers, launched without a close time, do not get one
+    assert "NB_SUBMIT_CLOSE" not in env_of(hub.inspect(hub.container_of(STUDENT)))
 
 
 def test_jnotice_is_installed(hub: Hub) -> None:
