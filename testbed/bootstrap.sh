@@ -46,11 +46,15 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "the Docker engine did not come up (see .cache/dockerd.log)" >&2; exit 1; }
 fi
 
-# 3. debootstrap, for the Debian 12 image
-if [ "${MOLECULE_DISTRO:-debian12}" = debian12 ] && ! command -v debootstrap >/dev/null; then
-  log "Installing debootstrap"
-  apt_install debootstrap
-fi
+# 3. debootstrap, for the Debian images (debian12, debian13, ...)
+case "${MOLECULE_DISTRO:-debian12}" in
+  debian*)
+    if ! command -v debootstrap >/dev/null; then
+      log "Installing debootstrap"
+      apt_install debootstrap
+    fi
+    ;;
+esac
 
 # 4. Collections
 .venv/bin/python testbed/check_collections.py requirements.yml
