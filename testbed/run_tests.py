@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Run the stages of ``make test``, some side by side, and print a table of their times.
+
+Each stage is one command (a make target or one molecule scenario). A stage starts when
+the stages it waits for have passed and a job slot is free (``--jobs``, default 2: CI has
+two cores). With one job the output streams as it comes; with more, each stage writes
+to ``.cache/test-logs/<stage>.log`` and its log is printed, whole, when it ends, so the
+output of two stages never interleaves. After the first failure no new stage starts,
+the running ones finish (molecule destroys its hosts), and the run fails.
+
+The last lines are the table and ``stages: N passed, N failed``.
+
+Usage: run_tests.py [--jobs N] [--only NAME[,NAME]] [--list]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+REPO = Path(__file__).resolve().parents[1]
+LOG_DIR = REPO / ".cache" / "test-logs"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the run: a name, a command and the stages it waits for."""
+
+    name: str
+    argv: tuple[str, ...]
+    after: tuple[str, ...] = ()
+
+
+@dataclass
+class Result:
+    stage: Stage
+    started: float
+    ended: float = 0.0
+    returncode: int | None = None
+    log: Path | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+
+def molecule(scenario: str) -> Stage:
+    return Stage(f"molecule {scenario}", ("molecule", "test", "-s", scenario))
+
+
+def default_stages(scenarios: Sequence[str]) -> list[Stage]:
+    """The plan of ``make test``: checks, unit tests, then the molecule scenarios.
+
+    Scenarios are independent (own hosts, own Docker network), so with two jobs two of
+    them run side by side; the longest go first. Nothing waits for lint: a green run
+    needs every stage anyway, and the checks' CPU time overlaps the first converge's
+    waits on the package mirrors.
+    """
+    stages = [
+        Stage("lint", ("make", "--no-print-directory", "lint")),
+        Stage("unit", ("make", "--no-print-directory", "unit")),
+    ]
+    stages += [molecule(s) for s in scenarios]
+    return stages
+
+
+@dataclass
+class Runner:
+    stages: list[Stage]
+    jobs: int
+    out: IO[str] = field(default_factory=lambda: sys.stdout)
+    results: dict[str, Result] = field(default_factory=dict)
+    t0: float = field(default_factory=time.monotonic)
+
+    def say(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"\033[1m==> [{stamp}] {text}\033[0m", file=self.out, flush=True)
+
+    def ready(self, stage: Stage) -> bool:
+        return all(
+            name in self.results and self.results[name].returncode == 0 for name in stage.after
+        )
+
+    def failed(self) -> bool:
+        return any(r.returncode not in (0, None) for r in self.results.values())
+
+    def run(self) -> bool:
+        pending = list(self.stages)
+        running: dict[str, tuple[subprocess.Popen[bytes], Result]] = {}
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        while pending or running:
+            while not self.failed() and len(running) < self.jobs:
+                stage = next((s for s in pending if self.ready(s)), None)
+                if stage is None:
+                    break
+                pending.remove(stage)
+                running[stage.name] = self.start(stage)
+            if not running:
+                break  # a failure stopped the plan, or what is left waits for a failed stage
+            time.sleep(1)
+            for name, (proc, result) in list(running.items()):
+                if proc.poll() is not None:
+                    del running[name]
+                    self.finish(proc, result)
+        self.table(pending)
+        return not self.failed() and not pending
+
+    def start(self, stage: Stage) -> tuple[subprocess.Popen[bytes], Result]:
+        result = Result(stage, time.monotonic())
+        self.results[stage.name] = result
+        self.say(f"start {stage.name}: {' '.join(stage.argv)}")
+        if self.jobs == 1:
+            proc = subprocess.Popen(stage.argv, cwd=REPO)  # noqa: S603
+        else:
+            result.log = LOG_DIR / (stage.name.replace(" ", "-") + ".log")
+            with result.log.open("wb") as log:
+                proc = subprocess.Popen(  # noqa: S603
+                    stage.argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+                )
+        return proc, result
+
+    def finish(self, proc: subprocess.Popen[bytes], result: Result) -> None:
+        result.ended = time.monotonic()
+        result.returncode = proc.returncode
+        if result.log is not None:
+            self.say(f"output of {result.stage.name} ({result.log}):")
+            with result.log.open(errors="replace") as log:
+                for line in log:
+                    self.out.write(line)
+            self.out.flush()
+        verdict = "passed" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+        self.say(f"{result.stage.name} {verdict} in {fmt(result.seconds)}")
+
+    def table(self, not_run: Sequence[Stage]) -> None:
+        total = time.monotonic() - self.t0
+        rows = [("stage", "start", "time", "result")]
+        for r in sorted(self.results.values(), key=lambda r: r.started):
+            verdict = "passed" if r.returncode == 0 else "FAILED"
+            rows.append((r.stage.name, fmt(r.started - self.t0), fmt(r.seconds), verdict))
+        rows += [(s.name, "-", "-", "not run") for s in not_run]
+        rows.append(("total (wall clock)", "", fmt(total), ""))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        print("\nTimes of make test's stages:", file=self.out)
+        for row in rows:
+            print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)),
+                  file=self.out)
+        passed = sum(1 for r in self.results.values() if r.returncode == 0)
+        failed = len(self.results) - passed + len(not_run)
+        print(f"stages: {passed} passed, {failed} failed", file=self.out, flush=True)
+
+
+def fmt(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("MJP_TEST_JOBS", "2")))
+    parser.add_argument(
+        "--scenarios", default=os.environ.get("MJP_TEST_SCENARIOS", "default moodle_ops moodle")
+    )
+    parser.add_argument("--list", action="store_true", help="print the plan and exit")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    stages = default_stages(args.scenarios.split())
+    if args.list:
+        for s in stages:
+            print(f"{s.name}: {' '.join(s.argv)}" + (f"  (after {', '.join(s.after)})"
+                                                     if s.after else ""))
+        return 0
+    return 0 if Runner(stages, args.jobs).run() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

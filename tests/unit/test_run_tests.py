@@ -1,0 +1,73 @@
+"""The stage runner of `make test`: order, parallel jobs, failures, and the closing table."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testbed"))
+
+import run_tests  # noqa: E402
+from run_tests import Runner, Stage  # noqa: E402
+
+
+def py(code: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", code)
+
+
+@pytest.fixture(autouse=True)
+def _logs_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run_tests, "LOG_DIR", tmp_path / "logs")
+
+
+def test_all_stages_pass_and_the_table_closes_the_output() -> None:
+    out = io.StringIO()
+    stages = [Stage("a", py("print('from a')")), Stage("b", py("print('from b')"), ("a",))]
+    assert Runner(stages, jobs=2, out=out).run()
+    text = out.getvalue()
+    assert "from a" in text and "from b" in text  # each log is printed when its stage ends
+    assert text.index("from a") < text.index("from b")  # b waited for a
+    lines = text.strip().splitlines()
+    assert lines[-1] == "stages: 2 passed, 0 failed"
+    assert any(line.split()[:1] == ["a"] and "passed" in line for line in lines)
+
+
+def test_two_jobs_run_side_by_side(tmp_path: Path) -> None:
+    # Each stage waits until the other has written its file: only possible in parallel.
+    flag_a, flag_b = tmp_path / "a", tmp_path / "b"
+    wait = (
+        "import pathlib, sys, time\n"
+        "pathlib.Path(sys.argv[1]).touch()\n"
+        "end = time.time() + 20\n"
+        "while not pathlib.Path(sys.argv[2]).exists():\n"
+        "    time.sleep(0.05)\n"
+        "    if time.time() > end: sys.exit(1)\n"
+    )
+    stages = [
+        Stage("a", (*py(wait), str(flag_a), str(flag_b))),
+        Stage("b", (*py(wait), str(flag_b), str(flag_a))),
+    ]
+    assert Runner(stages, jobs=2, out=io.StringIO()).run()
+
+
+def test_a_failure_stops_new_stages_and_fails_the_run() -> None:
+    out = io.StringIO()
+    stages = [
+        Stage("bad", py("import sys; print('boom'); sys.exit(3)")),
+        Stage("later", py("print('must not run')"), ("bad",)),
+        Stage("other", py("print('must not run either')")),
+    ]
+    assert not Runner(stages, jobs=1, out=out).run()
+    text = out.getvalue()
+    assert "bad FAILED (exit 3)" in text
+    assert "must not run" not in text
+    assert text.strip().splitlines()[-1] == "stages: 0 passed, 3 failed"
+    assert "not run" in text
+
+
+def test_default_plan_has_every_scenario_and_the_checks() -> None:
+    names = [s.name for s in run_tests.default_stages(["default", "moodle_ops"])]
+    assert names == ["lint", "unit", "molecule default", "molecule moodle_ops"]
