@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from .validate import DEFAULT_URLS
 
@@ -16,6 +16,39 @@ MIN_MEM = 6 * 1024 * 1024  # Docker refuses memory limits below 6 MiB
 _UMASK_RE = re.compile(r"0?[0-7]{3}")
 _DIR_PART_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _GROUP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+
+# What the image's start script (mjp-start.sh, ltihub.nbstart root) needs as root before
+# it drops to the user: useradd/groupmod write /etc/passwd and friends and reach into
+# homes of other uids (DAC_OVERRIDE); it chowns the work tree and the volumes (CHOWN),
+# chmods files and set-group-id directories it does not own (FOWNER, FSETID); setpriv
+# switches uid/gid/groups (SETUID, SETGID) and empties the bounding set (SETPCAP);
+# timeout, running as root, kills the user's server at the activity time limit (KILL).
+# The user's process has none of them (setpriv to a non-root uid clears them; for users
+# without sudo the bounding set is emptied too).
+START_CAPABILITIES: tuple[str, ...] = (
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+)
+# sudo (teachers with GRANT_SUDO=yes only) writes an audit record and fails without it.
+SUDO_CAPABILITIES: tuple[str, ...] = ("AUDIT_WRITE",)
+# An operator may add back at most the rest of the engine's default set, never NET_RAW
+# (raw sockets: spoofing, sniffing on the bridge) and nothing beyond the default set.
+ALLOWED_CAPABILITIES = frozenset(
+    START_CAPABILITIES + SUDO_CAPABILITIES + ("MKNOD", "NET_BIND_SERVICE", "SETFCAP", "SYS_CHROOT")
+)
+MIN_PIDS = 64  # a JupyterLab server with one kernel already runs a few dozen threads
+
+
+def capability_name(name: str) -> str:
+    """``cap_chown`` / ``CAP_CHOWN`` / ``chown`` -> ``CHOWN`` (Docker's spelling)."""
+    upper = name.strip().upper()
+    return upper[4:] if upper.startswith("CAP_") else upper
 
 
 @dataclass(frozen=True)
@@ -54,6 +87,9 @@ class HubPolicy:
     timezone: str = "UTC"
     fallback_lms_host: str = "localhost"
     container_prefix: str = "jupyterhub"
+    # Confinement of every notebook container (see container_confinement).
+    pids_limit: int = 512
+    capabilities: tuple[str, ...] = START_CAPABILITIES
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -93,5 +129,25 @@ class HubPolicy:
             lo, hi = getattr(self, low), getattr(self, high)
             if lo is not None and hi is not None and lo > hi:
                 problems.append(f"{low} must not exceed {high}")
+        if self.pids_limit < MIN_PIDS:
+            problems.append(f"pids_limit must be at least {MIN_PIDS}")
+        for cap in self.capabilities:
+            if capability_name(cap) not in ALLOWED_CAPABILITIES:
+                problems.append(
+                    f"capability {cap!r} is not allowed (choose from "
+                    f"{', '.join(sorted(ALLOWED_CAPABILITIES))})"
+                )
         if problems:
             raise ValueError("invalid hub policy: " + "; ".join(problems))
+
+    def container_confinement(self, grant_sudo: bool) -> dict[str, Any]:
+        """Docker host-config settings that confine one notebook container.
+
+        Every capability is dropped and only those of ``capabilities`` (plus what sudo
+        needs, for a user who gets sudo) are added back; the number of processes and
+        threads is capped by ``pids_limit`` (a fork bomb stays inside its container).
+        """
+        caps = {capability_name(c) for c in self.capabilities}
+        if grant_sudo:
+            caps.update(SUDO_CAPABILITIES)
+        return {"cap_drop": ["ALL"], "cap_add": sorted(caps), "pids_limit": self.pids_limit}

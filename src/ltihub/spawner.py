@@ -29,7 +29,7 @@ from .accounts import AccountLookup, StaticAccounts, SystemAccounts
 from .errors import LaunchRefused
 from .images import resolve_image
 from .params import SpawnPlan, build_plan
-from .policy import HubPolicy
+from .policy import START_CAPABILITIES, HubPolicy
 
 _RAND_ALPHABET = string.ascii_lowercase + string.digits
 _NOT_FROM_MOODLE = (
@@ -103,6 +103,15 @@ class LTIContainerSpawner(DockerSpawner):  # type: ignore[misc]
     no_new_privileges = Bool(
         True, help="Run containers without sudo rights with no-new-privileges."
     ).tag(config=True)
+    pids_limit = Integer(
+        512, help="Most processes and threads in one notebook container (fork bombs)."
+    ).tag(config=True)
+    capabilities = List(
+        Unicode(),
+        default_value=list(START_CAPABILITIES),
+        help="Capabilities a notebook container keeps (all others are dropped); what the "
+        "image's start script needs as root before it drops to the user. Never NET_RAW.",
+    ).tag(config=True)
     run_as_root = Bool(
         True, help="Start the container as root so its start script can set the user up."
     ).tag(config=True)
@@ -174,6 +183,8 @@ class LTIContainerSpawner(DockerSpawner):  # type: ignore[misc]
             timezone=self.timezone,
             fallback_lms_host=self.fallback_lms_host,
             container_prefix=self.container_prefix,
+            pids_limit=self.pids_limit,
+            capabilities=tuple(self.capabilities),
         )
 
     def accounts(self) -> AccountLookup:
@@ -224,8 +235,11 @@ class LTIContainerSpawner(DockerSpawner):  # type: ignore[misc]
     # -- applying the plan ----------------------------------------------------------
 
     def _host_overrides(self, plan: SpawnPlan) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        confinement = self.hub_policy().container_confinement(plan.grant_sudo)
+
         def apply(config: dict[str, Any]) -> dict[str, Any]:
             config["privileged"] = False
+            config.update(confinement)  # over anything configured: the platform's boundary
             if plan.mem_guarantee:
                 config["mem_reservation"] = plan.mem_guarantee
             if plan.cpu_guarantee:

@@ -11,7 +11,7 @@ from ltihub import nbenv
 from ltihub.accounts import StaticAccounts
 from ltihub.errors import LaunchRefused
 from ltihub.params import build_plan
-from ltihub.policy import HubPolicy
+from ltihub.policy import START_CAPABILITIES, HubPolicy
 from ltihub.validate import sanitise_access_name
 
 ENV_KEYS = [
@@ -590,9 +590,47 @@ def test_username_defaults_to_ext_user_username(policy: HubPolicy) -> None:
         {"volumes_dir": "a/b"},
         {"default_url": "/x"},
         {"max_mem": 0},
+        {"pids_limit": 0},
+        {"pids_limit": 63},
+        {"capabilities": ("CHOWN", "NET_RAW")},
+        {"capabilities": ("ALL",)},
+        {"capabilities": ("SYS_ADMIN",)},
+        {"capabilities": ("CAP_NET_ADMIN",)},
     ],
 )
 def test_bad_policy(changes: dict[str, object]) -> None:
     base = HubPolicy(max_cpu=2.0, max_mem=GIB)
     with pytest.raises(ValueError, match="invalid hub policy"):
         dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+# -- confinement of the notebook containers ---------------------------------------------
+
+
+def test_confinement_drops_every_capability_but_the_start_scripts() -> None:
+    settings = HubPolicy().container_confinement(grant_sudo=False)
+    assert settings["cap_drop"] == ["ALL"]
+    assert settings["cap_add"] == sorted(START_CAPABILITIES)
+    assert "NET_RAW" not in settings["cap_add"]
+    assert "AUDIT_WRITE" not in settings["cap_add"]
+    assert settings["pids_limit"] == 512
+
+
+def test_confinement_with_sudo_adds_only_what_sudo_needs() -> None:
+    settings = HubPolicy().container_confinement(grant_sudo=True)
+    assert set(settings["cap_add"]) - set(START_CAPABILITIES) == {"AUDIT_WRITE"}
+
+
+def test_confinement_takes_the_operators_settings_in_dockers_spelling() -> None:
+    policy = HubPolicy(pids_limit=200, capabilities=("cap_setuid", "CAP_SETGID", "chown"))
+    settings = policy.container_confinement(grant_sudo=False)
+    assert settings == {
+        "cap_drop": ["ALL"],
+        "cap_add": ["CHOWN", "SETGID", "SETUID"],
+        "pids_limit": 200,
+    }
+
+
+def test_refused_capability_is_named() -> None:
+    with pytest.raises(ValueError, match="'NET_RAW' is not allowed"):
+        HubPolicy(capabilities=("NET_RAW",))

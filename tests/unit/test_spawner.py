@@ -116,7 +116,8 @@ def test_configured_privileged_is_overridden() -> None:
     )
     spawner.apply_plan(spawner.plan_launch(moodle_launch()))
     assert spawner.extra_host_config["privileged"] is False
-    assert spawner.extra_host_config["cap_add"] == ["NET_ADMIN"]
+    assert "NET_ADMIN" not in spawner.extra_host_config["cap_add"]  # the boundary wins
+    assert spawner.extra_host_config["cap_drop"] == ["ALL"]
     assert spawner.extra_create_kwargs == {"hostname": "x", "user": "root"}
 
 
@@ -141,6 +142,42 @@ def test_teacher_sudo_only_when_allowed() -> None:
     assert allowed.lti_plan.environment["GRANT_SUDO"] == "yes"
     assert "security_opt" not in allowed.extra_host_config
     assert allowed.extra_host_config["privileged"] is False
+    assert allowed.extra_host_config["cap_drop"] == ["ALL"]
+    assert "AUDIT_WRITE" in allowed.extra_host_config["cap_add"]
+    assert "AUDIT_WRITE" not in spawner.extra_host_config["cap_add"]
+
+
+def test_every_container_is_confined() -> None:
+    spawner = make_spawner(pids_limit=300, extra_host_config={"pids_limit": 0})
+    spawner.apply_plan(spawner.plan_launch(moodle_launch()))
+    config = spawner.extra_host_config
+    assert config["pids_limit"] == 300
+    assert config["cap_drop"] == ["ALL"]
+    assert config["cap_add"] == [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+    ]
+    assert config["security_opt"] == ["no-new-privileges:true"]
+
+
+def test_default_pids_limit_and_capabilities() -> None:
+    spawner = make_spawner()
+    spawner.apply_plan(spawner.plan_launch(moodle_launch()))
+    assert spawner.extra_host_config["pids_limit"] == 512
+    assert "NET_RAW" not in spawner.extra_host_config["cap_add"]
+
+
+def test_raw_sockets_cannot_be_configured_back() -> None:
+    spawner = make_spawner(capabilities=["CHOWN", "NET_RAW"])
+    with pytest.raises(web.HTTPError) as info:
+        spawner.plan_launch(moodle_launch())
+    assert info.value.status_code == 500
 
 
 def test_refusal_is_http_403_with_student_message() -> None:
