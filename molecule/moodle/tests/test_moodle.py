@@ -331,3 +331,53 @@ def test_active_colour_recorded(host):
     assert fact["active_colour"] == "blue"
     assert fact["colours"]["blue"]["backend_port"] == fact["active_backend_port"]
     assert host.file("/srv/moodle/blue").linked_to == fact["colours"]["blue"]["release_dir"]
+
+
+def _secret(name: str) -> str:
+    path = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent / "secrets" / name
+    return path.read_text().split()[0]
+
+
+def test_config_php_readable_by_the_web_user_only_and_prevents_exec_paths(host):
+    for colour in _fact(host)["colours"].values():
+        path = colour["release_dir"] + "/config.php"
+        config = host.file(path)
+        assert config.user == "root"
+        assert config.group == WEB_USER
+        assert config.mode == 0o640
+        assert re.search(r"^\$CFG->preventexecpath = true;$", config.content_string, re.M)
+        assert host.run(f"runuser -u {WEB_USER} -- test -r {shlex.quote(path)}").rc == 0
+        assert host.run(f"runuser -u nobody -- test -r {shlex.quote(path)}").rc != 0
+    # As Moodle itself sees it (config.php bootstraps Moodle, as the CLI scripts do).
+    probe = (
+        "define('CLI_SCRIPT', true); require $argv[1]; "
+        "echo json_encode($CFG->preventexecpath);"
+    )
+    config_php = _active(host)["release_dir"] + "/config.php"
+    seen = host.run(
+        f"runuser -u {WEB_USER} -- php -r {shlex.quote(probe)} {shlex.quote(config_php)}"
+    )
+    assert seen.rc == 0, seen.stdout + seen.stderr
+    assert seen.stdout.strip().endswith("true")
+
+
+def test_no_secret_in_any_process_arguments_during_the_install(host):
+    # prepare.yml started molecule/moodle/files/argv_sampler.py before converge: it scanned
+    # /proc/*/cmdline every 10 ms until a minute after install_database.php had ended.
+    record_file = host.file("/root/mjp-argv-sampler.json")
+    assert record_file.exists, "the argv sampler started by prepare.yml left no record"
+    record = json.loads(record_file.content_string)
+    assert record["install_seen"], "the sampler never saw install_database.php run"
+    cmdlines = ["\0".join(args) for args in record["cmdlines"]]
+    installs = [c for c in cmdlines if "admin/cli/install_database.php" in c]
+    assert installs
+    assert all("moodle_cli_stdin.php" in c and "--adminpass" not in c for c in installs), [
+        c.replace("\0", " ") for c in installs
+    ]
+    for name in ("moodle-admin-password", "moodle-db-password"):
+        secret = _secret(name)
+        leaked = [c for c in cmdlines if secret in c]
+        # Name the processes, never the secret.
+        assert not leaked, f"{name} was in the arguments of: " + ", ".join(
+            c.split("\0", 1)[0] for c in leaked
+        )
