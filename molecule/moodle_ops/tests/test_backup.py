@@ -1,32 +1,39 @@
-"""Backups and restores of the Moodle site (role moodle_backup, playbooks/moodle_backup.yml
-and moodle_restore.yml), against the TEST STAND-IN for Moodle (not Moodle).
+"""Backups and restores of the Moodle site in restic repositories (role moodle_backup,
+playbooks/moodle_backup.yml and moodle_restore.yml), against the TEST STAND-IN for Moodle
+(not Moodle).
 
 The tests run in file order and share the host: each leaves the live site working and
-serving (test_bluegreen.py runs after this file). Times of the backup and restore of the
-test site are printed (pytest -s), never asserted.
+serving (test_bluegreen.py runs after this file). A second host, ops-backup1, plays the
+remote SFTP backup server. Times of the backup and restore of the test site are printed
+(pytest -s), never asserted.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import time
 from typing import Any
 
 import pytest
-from conftest import HOST, content, db, fact, front_page, run_playbook, standin
+import testinfra
+from conftest import HOST, SUFFIX, content, db, fact, front_page, run_playbook, standin
 
 testinfra_hosts = [f"ansible://{HOST}"]
 
 CMD = "/usr/local/sbin/mjp-moodle-backup"
 CONFIG = "/etc/mjp/moodle-backup.json"
-BACKUPS = "/srv/moodle-backups/site"
+PASSWORD_FILE = "/etc/mjp/moodle-backup.restic-password"  # noqa: S105 - a path
+REPO = "/srv/moodle-backups/restic"
+BACKUP_HOST = f"ops-backup1{SUFFIX}"
+SSH_KEY = "/etc/mjp/moodle-backup-ssh/id_ed25519"
 TIMES: dict[str, float] = {}
 
 
 def _backup_name(output: str) -> str:
-    match = re.search(r"Backup (\d{8}T\d{6}Z-\w+) in ", output)
+    match = re.search(r"Backup (\d{8}T\d{6}Z-\w+) in repository ", output)
     assert match, "the backup playbook did not name its backup"
     return match.group(1)
 
@@ -48,7 +55,7 @@ def _pool_path(host: Any, contenthash: str) -> str:
 
 
 def _test_config(host: Any, path: str, **changes: Any) -> None:
-    """A copy of the host's backup settings with some changed (its own backup_dir)."""
+    """A copy of the host's backup settings with some changed (e.g. its own repository)."""
     settings = json.loads(host.file(CONFIG).content_string)
     settings.update(changes)
     text = json.dumps(settings)
@@ -56,18 +63,42 @@ def _test_config(host: Any, path: str, **changes: Any) -> None:
     assert host.run(write).rc == 0
 
 
+def _local_repo(host: Any, path: str, config: str, **changes: Any) -> None:
+    _test_config(host, config, repositories=[{"name": "local", "url": path}], **changes)
+    result = _cli(host, "init", config)
+    assert result.rc == 0, result.stderr
+
+
 def _cli(host: Any, args: str, config: str = CONFIG) -> Any:
     return host.run(f"{CMD} --config {config} {args}")
 
 
-def test_scheduled_backup_is_set_up(host: Any) -> None:
-    timer = host.service("mjp-moodle-backup.timer")
-    assert timer.is_enabled and timer.is_running
+def _restic(host: Any, args: str, repo: str = REPO, password: str = PASSWORD_FILE) -> Any:
+    """Plain restic as the README tells an operator to run it."""
+    env = f"RESTIC_REPOSITORY={repo} RESTIC_PASSWORD_FILE_FILE={password}"
+    return host.run(f"env {env} restic {args}")
+
+
+def _backups(host: Any, config: str = CONFIG, repository: str = "") -> list[dict[str, Any]]:
+    extra = f" --repository {repository}" if repository else ""
+    result = _cli(host, "list" + extra, config)
+    assert result.rc == 0, result.stderr
+    return list(json.loads(result.stdout)["backups"])
+
+
+def test_scheduled_backup_and_check_are_set_up(host: Any) -> None:
+    for timer in ("mjp-moodle-backup.timer", "mjp-moodle-backup-check.timer"):
+        assert host.service(timer).is_enabled and host.service(timer).is_running
     unit = host.file("/etc/systemd/system/mjp-moodle-backup.timer").content_string
     assert "OnCalendar=*-*-* 02:30:00" in unit
-    assert host.file(CONFIG).mode == 0o600 and host.file(CONFIG).user == "root"
+    check = host.file("/etc/systemd/system/mjp-moodle-backup-check.service").content_string
+    assert " check" in check
+    for path in (CONFIG, PASSWORD_FILE):
+        assert host.file(path).mode == 0o600 and host.file(path).user == "root"
     assert host.file("/srv/moodle-backups").mode == 0o700
-    assert host.file(BACKUPS).mode == 0o700
+    password = host.file(PASSWORD_FILE).content_string.strip()
+    assert len(password) >= 40 and password not in host.file(CONFIG).content_string
+    assert _restic(host, "cat config").rc == 0  # the repository exists and opens
 
 
 def test_backup_then_restore_in_place_brings_back_every_row_and_file(host: Any) -> None:
@@ -80,22 +111,31 @@ def test_backup_then_restore_in_place_brings_back_every_row_and_file(host: Any) 
     TIMES["backup (playbook)"] = time.monotonic() - start
     assert run.rc == 0
     name = _backup_name(run.output)
-    manifest = json.loads(host.file(f"{BACKUPS}/{name}/manifest.json").content_string)
-    TIMES["backup (script alone)"] = manifest["seconds"]
-    assert manifest["colour"] == fact(host)["active_colour"]
-    assert manifest["moodle"]["release"] == before["release"]
-    assert float(manifest["moodle"]["version"]) == float(before["version"])
-    data = manifest["archives"]["moodledata.tar.gz"]["members"]
-    assert all(
-        f"filedir/{f['contenthash'][:2]}/{f['contenthash'][2:4]}/{f['contenthash']}" in data
-        for f in before["files"]
-    )
-    assert not any(m.split("/")[0] in ("cache", "localcache", "sessions", "temp") for m in data)
-    assert "config.php" in manifest["archives"]["code.tar.gz"]["members"]
-    # root only: the backup holds the database and config.php
-    assert host.file(f"{BACKUPS}/{name}").mode == 0o700
-    for member in ["manifest.json", *manifest["archives"]]:
-        assert host.file(f"{BACKUPS}/{name}/{member}").mode == 0o600
+    verify = _cli(host, f"verify {name}")
+    assert verify.rc == 0, verify.stderr
+    facts = json.loads(verify.stdout)["facts"]
+    assert facts["colour"] == fact(host)["active_colour"]
+    assert facts["moodle"]["release"] == before["release"]
+    assert float(facts["moodle"]["version"]) == float(before["version"])
+    assert facts["db_engine"] == "mariadb"
+
+    # One backup = two snapshots tagged with its name, colour and release.
+    snaps = json.loads(_restic(host, f"snapshots --json --tag mjp-backup:{name}").stdout)
+    assert sorted(t for s in snaps for t in s["tags"] if t.startswith("part:")) == [
+        "part:database",
+        "part:files",
+    ]
+    assert all(f"colour:{facts['colour']}" in s["tags"] for s in snaps)
+    files_snap = next(s["id"] for s in snaps if "part:files" in s["tags"])
+    listing = _restic(host, f"ls --json {files_snap}").stdout.splitlines()
+    paths = {json.loads(line).get("path") for line in listing if line.startswith("{")}
+    dataroot = facts["dataroot"]
+    for file in before["files"]:
+        h = file["contenthash"]
+        assert f"{dataroot}/filedir/{h[:2]}/{h[2:4]}/{h}" in paths
+    for excluded in ("cache", "localcache", "sessions", "temp"):
+        assert not any(p.startswith(f"{dataroot}/{excluded}/") for p in paths)
+    assert f"{facts['release_dir']}/config.php" in paths
 
     # Wreck the site: a table dropped, pool files deleted.
     db_name = fact(host)["colours"][fact(host)["active_colour"]]["db_name"]
@@ -126,66 +166,106 @@ def test_backup_then_restore_in_place_brings_back_every_row_and_file(host: Any) 
     assert all(f["ondisk"] and f["intact"] for f in after["files"])
     status, body = front_page(host)
     assert status == 200 and "You are not logged in." in body
-    assert not host.file(_pool_path(host, before["files"][0]["contenthash"]) + ".partial").exists
 
 
-def test_damaged_backup_is_refused_and_the_site_left_as_it_was(host: Any) -> None:
+CORRUPT = """
+import os, shutil, sys
+saved = sys.argv[1]
+os.makedirs(saved, exist_ok=True)
+for path in sys.argv[2:]:
+    shutil.copy2(path, os.path.join(saved, os.path.basename(path)))
+    mode = os.stat(path).st_mode
+    os.chmod(path, 0o600)
+    data = bytearray(open(path, 'rb').read())
+    for offset in range(0, len(data), 256):
+        data[offset] ^= 1
+    open(path, 'wb').write(bytes(data))
+    os.chmod(path, mode)
+"""
+
+
+def test_damaged_repository_is_refused_and_the_site_left_as_it_was(host: Any) -> None:
+    assert host.run("touch /root/before-damaged-backup && sleep 1").rc == 0
+    _add_content(host, "damaged")
     result = _cli(host, "backup --no-prune")
     assert result.rc == 0, result.stderr
     name = json.loads(result.stdout)["backup"]
     assert standin(host, "--add-row=written-after-the-backup").rc == 0
     before = content(host)
 
-    archive = f"{BACKUPS}/{name}/moodledata.tar.gz"
-    flip = (
-        "import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); "
-        "b[len(b) // 2] ^= 1; open(p, 'wb').write(b)"
-    )
-    assert host.run(f"python3 -c {shlex.quote(flip)} {archive}").rc == 0
+    # Corrupt the pack files this backup wrote (its new data), keeping the originals.
+    packs = host.run(f"find {REPO}/data -type f -newer /root/before-damaged-backup").stdout.split()
+    assert packs, "the backup wrote no pack file"
+    saved = "/root/saved-packs"
+    corrupt = f"python3 -c {shlex.quote(CORRUPT)} {saved} " + " ".join(packs)
+    assert host.run(corrupt).rc == 0
+    try:
+        verify = _cli(host, f"verify {name}")
+        assert verify.rc == 2
+        assert "is damaged" in verify.stderr
 
-    verify = _cli(host, f"verify {name}")
-    assert verify.rc == 2
-    assert "damaged" in verify.stderr and "moodledata.tar.gz: sha256" in verify.stderr
+        run = run_playbook(
+            "moodle_restore.yml", moodle_restore_backup=name, moodle_restore_overwrite_live=True
+        )
+        assert run.rc != 0
+        assert "Refusing to restore" in run.output and "is damaged" in run.output
+        assert "The site was not touched." in run.output
+        assert content(host) == before
+        assert front_page(host)[0] == 200
 
-    run = run_playbook(
-        "moodle_restore.yml", moodle_restore_backup=name, moodle_restore_overwrite_live=True
-    )
-    assert run.rc != 0
-    assert "Refusing to restore" in run.output and "is damaged" in run.output
-    assert "The site was not touched." in run.output
-    assert content(host) == before
-    assert front_page(host)[0] == 200
-    assert host.run(f"rm -rf {BACKUPS}/{name}").rc == 0
+        # restic's own check finds it too, and the check unit fails, saying why.
+        check = _cli(host, "check --read-data-subset 100%")
+        assert check.rc == 2 and "repository check failed" in check.stderr
+        started = host.run("systemctl start mjp-moodle-backup-check.service")
+        assert started.rc != 0
+        result = host.run("systemctl show -p Result --value mjp-moodle-backup-check.service")
+        assert result.stdout.strip() != "success"
+        journal = host.run("journalctl -u mjp-moodle-backup-check.service -n 20 --no-pager")
+        assert "repository check failed" in journal.stdout
+    finally:
+        for pack in packs:
+            host.run(f"cp -p {saved}/{os.path.basename(pack)} {pack}")
+        host.run(f"rm -rf {saved} /root/before-damaged-backup")
+        host.run("systemctl reset-failed mjp-moodle-backup-check.service")
+    assert _cli(host, "check --read-data-subset 100%").rc == 0
 
 
 def test_retention_keeps_what_the_policy_says(host: Any) -> None:
     config = "/root/retention-test.json"
-    _test_config(
-        host, config, backup_dir="/srv/moodle-backups/retention-test", keep_daily=3, keep_weekly=2
-    )
+    repo = "/srv/moodle-backups/retention-test"
+    _local_repo(host, repo, config, keep_daily=3, keep_weekly=2)
     # one backup a day at 02:30 UTC from Wed 2025-01-01 to Thu 2025-01-16, two on the last day
     stamps = [f"2025-01-{day:02d}T02:30:00Z" for day in range(1, 17)] + ["2025-01-16T14:00:00Z"]
     try:
         for stamp in stamps:
-            result = _cli(host, f"backup --now {stamp}", config)
+            result = _cli(host, f"backup --no-prune --now {stamp}", config)
             assert result.rc == 0, result.stderr
-        listing = json.loads(_cli(host, "list", config).stdout)
-        kept = [b["name"] for b in listing["backups"]]
+        assert len(_backups(host, config)) == len(stamps)
         # daily: the newest of Jan 16, 15, 14; weekly: ISO week 3 (Jan 16) and week 2 (Sun Jan 12)
-        assert kept == [
+        kept = [
             "20250116T140000Z-blue",
             "20250115T023000Z-blue",
             "20250114T023000Z-blue",
             "20250112T023000Z-blue",
         ]
-        dry = json.loads(_cli(host, "prune --dry-run", config).stdout)
-        assert dry["pruned"] == []
+        dry = _cli(host, "prune --dry-run", config)
+        assert dry.rc == 0, dry.stderr
+        colour = fact(host)["active_colour"]
+        kept = [k.replace("-blue", f"-{colour}") for k in kept]
+        all_names = {b["name"] for b in _backups(host, config)}
+        assert sorted(json.loads(dry.stdout)["pruned"]) == sorted(all_names - set(kept))
+        result = _cli(host, "prune", config)
+        assert result.rc == 0, result.stderr
+        assert [b["name"] for b in _backups(host, config)] == kept
+        snapshots = json.loads(_restic(host, "snapshots --json", repo=repo).stdout)
+        assert len(snapshots) == 2 * len(kept)
+        assert json.loads(_cli(host, "prune --dry-run", config).stdout)["pruned"] == []
     finally:
-        host.run(f"rm -rf /srv/moodle-backups/retention-test {config}")
+        host.run(f"rm -rf {repo} {config}")
 
 
 def test_timer_run_produces_a_valid_backup(host: Any) -> None:
-    before = {b["name"] for b in json.loads(_cli(host, "list").stdout)["backups"]}
+    before = {b["name"] for b in _backups(host)}
     start = time.monotonic()
     result = host.run("systemctl start mjp-moodle-backup.service")
     TIMES["backup (systemd service)"] = time.monotonic() - start
@@ -193,117 +273,134 @@ def test_timer_run_produces_a_valid_backup(host: Any) -> None:
     assert result.rc == 0, host.run(journal).stdout
     state = host.run("systemctl show -p Result --value mjp-moodle-backup.service").stdout
     assert state.strip() == "success"
-    names = [b["name"] for b in json.loads(_cli(host, "list").stdout)["backups"]]
-    new = [n for n in names if n not in before]
+    new = [b["name"] for b in _backups(host) if b["name"] not in before]
     assert len(new) == 1
-    verify = _cli(host, f"verify --deep {new[0]}")
+    verify = _cli(host, f"verify {new[0]}")
     assert verify.rc == 0, verify.stderr
     assert json.loads(verify.stdout)["ok"] is True
+    assert host.run("systemctl start mjp-moodle-backup-check.service").rc == 0
 
 
-def test_encrypted_backup_is_unreadable_without_the_passphrase(host: Any) -> None:
-    config = "/root/encrypted-test.json"
-    passfile = "/root/encrypted-test.passphrase"
-    make = f"install -m 0600 /dev/null {passfile} && head -c 24 /dev/urandom | base64 > {passfile}"
-    assert host.run(make).rc == 0
-    _test_config(
-        host,
-        config,
-        backup_dir="/srv/moodle-backups/encrypted-test",
-        encryption="gpg",
-        passphrase_file=passfile,
-    )
+def test_a_failed_backup_fails_the_unit_and_says_why(host: Any) -> None:
+    assert host.run(f"mv {PASSWORD_FILE} {PASSWORD_FILE}.saved").rc == 0
     try:
-        result = _cli(host, "backup", config)
-        assert result.rc == 0, result.stderr
-        name = json.loads(result.stdout)["backup"]
-        files = host.run(f"ls /srv/moodle-backups/encrypted-test/{name}").stdout.split()
-        assert sorted(files) == [
-            "code.tar.gz.gpg",
-            "db.sql.gz.gpg",
-            "manifest.json",
-            "moodledata.tar.gz.gpg",
-        ]
-        verify = _cli(host, f"verify --deep {name}", config)
-        assert verify.rc == 0, verify.stderr
-        restored = "/root/encrypted-test-code"
-        result = _cli(host, f"restore-files {name} --part code --dest {restored}", config)
-        assert result.rc == 0, result.stderr
-        assert host.file(f"{restored}/config.php").exists
-        assert host.run(f"echo wrong > {passfile}").rc == 0
-        assert _cli(host, f"verify --deep {name}", config).rc == 2
+        assert host.run("systemctl start mjp-moodle-backup.service").rc != 0
+        state = host.run("systemctl show -p Result --value mjp-moodle-backup.service").stdout
+        assert state.strip() != "success"
+        journal = host.run("journalctl -u mjp-moodle-backup.service -n 20 --no-pager").stdout
+        assert "mjp-moodle-backup backup:" in journal
     finally:
-        restored = "/root/encrypted-test-code"
-        host.run(f"rm -rf /srv/moodle-backups/encrypted-test {config} {passfile} {restored}")
+        host.run(f"mv {PASSWORD_FILE}.saved {PASSWORD_FILE}")
+        host.run("systemctl reset-failed mjp-moodle-backup.service")
+
+
+def test_repository_is_encrypted(host: Any) -> None:
+    row = "secret-row-that-must-not-show"
+    assert standin(host, f"--add-row={row}").rc == 0
+    result = _cli(host, "backup --no-prune")
+    assert result.rc == 0, result.stderr
+    assert host.run(f"grep -rl {row} {REPO}").stdout == ""
+    wrong = "/root/wrong-restic-password"
+    assert host.run(f"install -m 0600 /dev/null {wrong} && echo wrong > {wrong}").rc == 0
+    try:
+        assert _restic(host, "snapshots", password=wrong).rc != 0
+    finally:
+        host.run(f"rm -f {wrong}")
 
 
 def test_backup_refused_when_the_disk_is_too_full(host: Any) -> None:
     config = "/root/full-test.json"
-    _test_config(host, config, backup_dir="/srv/moodle-backups/full-test", reserve_mb=10**9)
+    repo = "/srv/moodle-backups/full-test"
+    _local_repo(host, repo, config, reserve_mb=10**9)
     try:
         result = _cli(host, "backup", config)
         assert result.rc == 2
         assert "not enough free space" in result.stderr and "Nothing was written" in result.stderr
-        assert host.run("ls -A /srv/moodle-backups/full-test | grep -v '^.lock$'").stdout == ""
+        assert json.loads(_restic(host, "snapshots --json", repo=repo).stdout) == []
     finally:
-        host.run(f"rm -rf /srv/moodle-backups/full-test {config}")
+        host.run(f"rm -rf {repo} {config}")
 
 
-def test_remote_copy_over_ssh(host: Any) -> None:
-    """The host itself plays the remote backup server (sshd on 127.0.0.1, root's key)."""
+@pytest.fixture
+def backup_server() -> Any:
+    """ops-backup1: sshd with a backup user that owns /srv/restic."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    server = testinfra.get_host(f"ansible://{BACKUP_HOST}", ansible_inventory=inventory)
     install = "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server"
-    assert host.run(install).rc == 0
-    assert host.run("systemctl start ssh").rc == 0
-    key = "/etc/mjp/moodle-backup-ssh/id_ed25519"
-    comment = f"mjp-moodle-backup@{HOST}"  # as the role names it
+    assert server.run(install).rc == 0
+    assert server.run("systemctl start ssh").rc == 0
     setup = (
-        f"install -d -m 0700 /etc/mjp/moodle-backup-ssh /root/.ssh && "
-        f"{{ test -f {key} || ssh-keygen -q -t ed25519 -N '' -C {comment} -f {key}; }} && "
-        f"cat {key}.pub >> /root/.ssh/authorized_keys && chmod 0600 /root/.ssh/authorized_keys"
+        "id resticbk || useradd -m -s /bin/sh resticbk; "
+        "install -d -o resticbk -g resticbk -m 0700 /srv/restic /home/resticbk/.ssh"
     )
-    assert host.run(setup).rc == 0
-    host_key = " ".join(host.file("/etc/ssh/ssh_host_ed25519_key.pub").content_string.split()[:2])
+    assert server.run(setup).rc == 0
+    return server
+
+
+def test_remote_repository_over_sftp(host: Any, backup_server: Any) -> None:
+    comment = f"mjp-moodle-backup@{HOST}"  # as the role names it
+    keygen = (
+        "install -d -m 0700 /etc/mjp/moodle-backup-ssh && "
+        f"{{ test -f {SSH_KEY} || ssh-keygen -q -t ed25519 -N '' -C {comment} -f {SSH_KEY}; }}"
+    )
+    assert host.run(keygen).rc == 0
+    public = host.file(f"{SSH_KEY}.pub").content_string.strip()
+    authorise = (
+        f"printf '%s\\n' {shlex.quote(public)} > /home/resticbk/.ssh/authorized_keys && "
+        "chown resticbk: /home/resticbk/.ssh/authorized_keys && "
+        "chmod 0600 /home/resticbk/.ssh/authorized_keys"
+    )
+    assert backup_server.run(authorise).rc == 0
+    host_key = backup_server.file("/etc/ssh/ssh_host_ed25519_key.pub").content_string
+    offsite = {
+        "name": "offsite",
+        "type": "sftp",
+        "user": "resticbk",
+        "host": BACKUP_HOST,
+        "port": 22,
+        "path": "/srv/restic/moodle",
+        "host_key": " ".join(host_key.split()[:2]),
+    }
+    local = {"name": "local", "type": "local", "path": REPO}
     assert host.run(f"cp -p {CONFIG} {CONFIG}.saved").rc == 0
     try:
-        run = run_playbook(
-            "moodle_backup.yml",
-            moodle_backup_remote_destination="root@127.0.0.1:/srv/remote-copy",
-            moodle_backup_remote_host_key=host_key,
-        )
+        run = run_playbook("moodle_backup.yml", moodle_backup_repositories=[local, offsite])
         assert run.rc == 0
         name = _backup_name(run.output)
-        assert "Copied to root@127.0.0.1:/srv/remote-copy." in run.output
-        local = set(host.run(f"ls -A {BACKUPS}").stdout.split()) - {".lock"}
-        remote = set(host.run("ls -A /srv/remote-copy").stdout.split())
-        assert name in remote and remote == local  # the retention is mirrored
-        remote_config = "/root/remote-test.json"
-        _test_config(host, remote_config, backup_dir="/srv/remote-copy")
-        verify = _cli(host, f"verify --deep {name}", remote_config)
+        assert "Copied to offsite." in run.output
+        assert backup_server.file("/srv/restic/moodle/config").exists
+        assert name in [b["name"] for b in _backups(host, repository="offsite")]
+        verify = _cli(host, f"verify {name} --repository offsite")
         assert verify.rc == 0, verify.stderr
+        # The data on the remote host is restic's encrypted packs only.
+        assert backup_server.run("grep -rl inplace-row-0 /srv/restic").stdout == ""
 
         # A host that does not show the pinned key gets nothing.
+        settings = json.loads(host.file(CONFIG).content_string)
         other = "ssh-keygen -q -t ed25519 -N '' -f /root/other-key"
         assert host.run(f"rm -f /root/other-key* && {other}").rc == 0
-        wrong = "127.0.0.1 " + host.file("/root/other-key.pub").content_string
+        wrong = f"{BACKUP_HOST} " + host.file("/root/other-key.pub").content_string
         assert host.run(f"printf %s {shlex.quote(wrong)} > /root/wrong_known_hosts").rc == 0
-        settings = json.loads(host.file(CONFIG).content_string)
-        _test_config(
-            host,
-            remote_config,
-            remote={**settings["remote"], "known_hosts": "/root/wrong_known_hosts"},
-        )
+        repos = [
+            {
+                **r,
+                "sftp_command": r["sftp_command"].replace(
+                    "/etc/mjp/moodle-backup-ssh/known_hosts", "/root/wrong_known_hosts"
+                ),
+            }
+            for r in settings["repositories"]
+        ]
+        remote_config = "/root/remote-test.json"
+        _test_config(host, remote_config, repositories=repos)
         result = _cli(host, "backup --no-prune", remote_config)
         assert result.rc == 1
-        assert "but the copy to root@127.0.0.1:/srv/remote-copy failed" in result.stderr
+        assert "restic copy on repository offsite" in result.stderr
         assert "Host key verification failed" in result.stderr
-        assert json.loads(_cli(host, "list").stdout)["backups"][0]["name"] not in set(
-            host.run("ls -A /srv/remote-copy").stdout.split()
-        )
+        newest = _backups(host)[0]["name"]
+        assert newest not in [b["name"] for b in _backups(host, repository="offsite")]
     finally:
         host.run(f"mv {CONFIG}.saved {CONFIG}")
-        host.run("rm -rf /srv/remote-copy /root/remote-test.json /root/other-key*")
-        host.run("rm -f /root/wrong_known_hosts")
-        host.run("systemctl stop ssh")
+        host.run("rm -f /root/remote-test.json /root/other-key* /root/wrong_known_hosts")
 
 
 def test_restore_to_the_idle_colour(host: Any) -> None:
@@ -311,7 +408,9 @@ def test_restore_to_the_idle_colour(host: Any) -> None:
     idle = "green" if live == "blue" else "blue"
     _add_content(host, "idle")
     before = content(host)
-    assert run_playbook("moodle_backup.yml").rc == 0
+    run = run_playbook("moodle_backup.yml")
+    assert run.rc == 0
+    name = _backup_name(run.output)
 
     start = time.monotonic()
     run = run_playbook(
@@ -321,7 +420,7 @@ def test_restore_to_the_idle_colour(host: Any) -> None:
     assert run.rc == 0
     restored = fact(host)["colours"][idle]
     assert restored["db_name"] != fact(host)["colours"][live]["db_name"]
-    assert restored["release_dir"].endswith("-restore-" + _backup_name_of_latest(host))
+    assert restored["release_dir"].endswith("-restore-" + name)
     config_php = host.file(restored["release_dir"] + "/config.php").content_string
     assert f"/srv/moodledata/{idle}'" in config_php and restored["db_name"] in config_php
     after = content(host, idle)
@@ -337,14 +436,10 @@ def test_restore_to_the_idle_colour(host: Any) -> None:
     assert content(host)["rows"] == before["rows"]
 
 
-def _backup_name_of_latest(host: Any) -> str:
-    return str(json.loads(_cli(host, "list").stdout)["backups"][0]["name"])
-
-
 def test_print_times(host: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """The measured times, shown in molecule's output (not a pass/fail check)."""
-    size = json.loads(_cli(host, "list").stdout)["backups"][0]["total_size"]
+    size = host.run(f"du -sk {REPO}").stdout.split()[0]
     with capsys.disabled():
-        print(f"\nBackup and restore of the test site ({size / 1024:.0f} KiB of archives):")
+        print(f"\nBackup and restore of the test site (repository {size} KiB):")
         for what, seconds in TIMES.items():
             print(f"  {what:45s} {seconds:6.1f} s")
