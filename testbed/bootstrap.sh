@@ -2,7 +2,8 @@
 # Prepare this machine for `make demo` and `make test`, from nothing:
 #   1. the Python venv .venv with the pinned tools of pyproject.toml (re-made when it changes),
 #   2. a running Docker engine (Debian/Ubuntu + root: the distribution's docker.io),
-#   3. debootstrap, which builds the Debian 12 test-host image,
+#   3. debootstrap, which builds the Debian test-host images, and restic, which the backup
+#      module's unit tests drive for real (both from the distribution's archive),
 #   4. the collections of requirements.yml (from the pinned ansible bundle; Galaxy only if missing).
 # Idempotent and quick when everything is already there. The venv also holds the hub
 # packages (extra `hub`), so the spawner's unit tests run against the real JupyterHub.
@@ -55,6 +56,12 @@ case "${MOLECULE_DISTRO:-debian12}" in
     fi
     ;;
 esac
+
+# restic: tests/unit/test_moodle_backup.py backs up and restores with the real program.
+if ! command -v restic >/dev/null; then
+  log "Installing restic (for the backup module's unit tests)"
+  apt_install restic
+fi
 
 # 4. Collections
 .venv/bin/python testbed/check_collections.py requirements.yml
