@@ -136,3 +136,15 @@ class Hub:
 
 def env_of(info: dict[str, Any]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in info["Config"]["Env"])
+
+
+def byte_size(value: int | float | str) -> int:
+    """A memory setting as the spawner's config holds it (bytes, or '512M', '1G' with
+    JupyterHub's 1024-based suffixes) in bytes, as Docker reports HostConfig.Memory."""
+    if isinstance(value, int | float):
+        return int(value)
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    text = value.strip().upper()
+    if text[-1:] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(float(text))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hubtest import Hub, env_of
+from hubtest import Hub, byte_size, env_of
 
 
 def _first_hub() -> str:
@@ -293,7 +293,7 @@ def test_over_limit_memory(hub: Hub) -> None:
     else:
         assert report["result"] == "ok", report
         info = hub.inspect(hub.container_of("bigmem"))
-        assert info["HostConfig"]["Memory"] == hub.cfg["max_mem"]
+        assert info["HostConfig"]["Memory"] == byte_size(hub.cfg["max_mem"])
 
 
 # ---- restart ----------------------------------------------------------------------------

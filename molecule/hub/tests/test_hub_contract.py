@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hubtest import Hub, env_of
+from hubtest import Hub, byte_size, env_of
 
 
 def _first_hub() -> str:
@@ -100,7 +100,7 @@ def test_no_limit_zero_gives_the_hub_maximum(hub: Hub, stop_after: list[str]) ->
     )
     assert report["result"] == "ok", report
     info = hub.inspect(hub.container_of(user))
-    assert info["HostConfig"]["Memory"] == hub.cfg["max_mem"]
+    assert info["HostConfig"]["Memory"] == byte_size(hub.cfg["max_mem"])
     assert cpus(info) == hub.cfg["max_cpu"]
     env = env_of(info)
     assert env["NB_ACTLIMIT"] == "6000"  # the hub's default activity time limit
