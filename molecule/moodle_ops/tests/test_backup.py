@@ -75,7 +75,7 @@ def _cli(host: Any, args: str, config: str = CONFIG) -> Any:
 
 def _restic(host: Any, args: str, repo: str = REPO, password: str = PASSWORD_FILE) -> Any:
     """Plain restic as the README tells an operator to run it."""
-    env = f"RESTIC_REPOSITORY={repo} RESTIC_PASSWORD_FILE_FILE={password}"
+    env = f"RESTIC_REPOSITORY={repo} RESTIC_PASSWORD_FILE={password}"
     return host.run(f"env {env} restic {args}")
 
 
