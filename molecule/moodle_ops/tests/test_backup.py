@@ -326,7 +326,11 @@ def backup_server() -> Any:
     """ops-backup1: sshd with a backup user that owns /srv/restic."""
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     server = testinfra.get_host(f"ansible://{BACKUP_HOST}", ansible_inventory=inventory)
-    install = "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server"
+    # The test-bed image ships no package lists: fetch them first.
+    install = (
+        "apt-get update -qq && "
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server"
+    )
     assert server.run(install).rc == 0
     assert server.run("systemctl start ssh").rc == 0
     setup = (
