@@ -128,7 +128,8 @@ def test_backup_then_restore_in_place_brings_back_every_row_and_file(host: Any) 
     assert all(f"colour:{facts['colour']}" in s["tags"] for s in snaps)
     files_snap = next(s["id"] for s in snaps if "part:files" in s["tags"])
     listing = _restic(host, f"ls --json {files_snap}").stdout.splitlines()
-    paths = {json.loads(line).get("path") for line in listing if line.startswith("{")}
+    nodes = [json.loads(line) for line in listing if line.startswith("{")]
+    paths = {node["path"] for node in nodes if "path" in node}  # the first line is the snapshot
     dataroot = facts["dataroot"]
     for file in before["files"]:
         h = file["contenthash"]
