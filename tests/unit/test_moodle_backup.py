@@ -35,7 +35,8 @@ needs_restic = pytest.mark.skipif(
 )
 
 
-def make_cfg(tmp: Path, **changes: Any) -> bk.Config:
+def settings(tmp: Path, **changes: Any) -> dict[str, Any]:
+    """The glue's settings for a site under tmp, as the role writes them."""
     data: dict[str, Any] = {
         "repositories": [{"name": "local", "url": str(tmp / "repo")}],
         "password_file": str(tmp / "password"),
@@ -44,12 +45,14 @@ def make_cfg(tmp: Path, **changes: Any) -> bk.Config:
         "cache_dir": str(tmp / "cache"),
         "host": "moodle1",
         "moodledata_exclude": ["cache", "localcache", "sessions", "temp", "trashdir"],
-        "keep_daily": 7,
-        "keep_weekly": 4,
         "reserve_mb": 1,
     }
     data.update(changes)
-    return bk.Config.from_dict(data)
+    return data
+
+
+def make_cfg(tmp: Path, **changes: Any) -> bk.Config:
+    return bk.Config.from_dict(settings(tmp, **{"keep_daily": 7, "keep_weekly": 4, **changes}))
 
 
 SITE = {
@@ -372,19 +375,8 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
 
 
 def write_config(tmp: Path, **changes: Any) -> Path:
-    data: dict[str, Any] = {
-        "repositories": [{"name": "local", "url": str(tmp / "repo")}],
-        "password_file": str(tmp / "password"),
-        "fact_file": str(tmp / "moodle.fact"),
-        "facts_dir": str(tmp / "facts"),
-        "cache_dir": str(tmp / "cache"),
-        "host": "moodle1",
-        "moodledata_exclude": ["cache", "localcache", "sessions", "temp", "trashdir"],
-        "reserve_mb": 1,
-    }
-    data.update(changes)
     path = tmp / "settings.json"
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(settings(tmp, **changes)))
     return path
 
 
