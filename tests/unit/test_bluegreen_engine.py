@@ -607,3 +607,89 @@ def test_incomplete_replay_falls_back_to_a_full_copy(tmp_path: Path) -> None:
     assert sorted(host.dbs["moodle_green"].rows) == sorted([early, *late])
     history = next(Path(config.state_dir, "history").glob("*.jsonl")).read_text()
     assert "binary log replay incomplete" in history
+
+
+# ------------------------------------------------------------- switch, proxies, test hook
+
+
+def with_green_deployed(tmp_path: Path) -> tuple[FakeHost, Config, int]:
+    """Blue live with a row; green prepared outside the program (as a restore does)."""
+    host, config = make_host(tmp_path)
+    written = host.write("blue")
+    fact = json.loads(Path(config.fact_file).read_text())
+    fact["colours"]["green"] = {**fact["colours"]["blue"], "backend_port": 8082,
+                                "db_name": "moodle_green", "dataroot": host.dataroot("green")}
+    Path(config.fact_file).write_text(json.dumps(fact))
+    return host, config, written
+
+
+def test_switch_makes_a_prepared_colour_live_and_freezes_the_other(tmp_path: Path) -> None:
+    host, config, _ = with_green_deployed(tmp_path)
+    out = engine(host, config).switch("green", "restore")
+    assert out["outcome"] == "done" and host.served() == "green"
+    fact = json.loads(Path(config.fact_file).read_text())
+    assert fact["active_colour"] == "green" and fact["frozen"] == "blue"
+    assert fact["last_switch"]["reason"] == "restore"
+    assert host.maintenance("blue") and not host.maintenance("green")
+    assert host.timers["moodle-cron-green.timer"] and not host.timers["moodle-cron-blue.timer"]
+    assert engine(host, config).switch("green", "restore")["changed"] is False
+    assert_closed(config)
+
+
+@pytest.mark.parametrize("kill_at", ["after:freeze", "start:switch", "after:switch"])
+def test_switch_kill_heals_by_rerunning(tmp_path: Path, kill_at: str) -> None:
+    host, config, _ = with_green_deployed(tmp_path)
+    with pytest.raises(Killed):
+        engine(host, config, kill_at).switch("green", "restore")
+    out = engine(host, config).switch("green", "restore")
+    assert host.served() == "green" and not host.maintenance("green")
+    assert json.loads(Path(config.fact_file).read_text())["active_colour"] == "green"
+    assert out.get("outcome") == "done" or out["changed"] is False
+    assert_closed(config)
+
+
+def test_switch_refuses_a_colour_that_is_not_deployed(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    with pytest.raises(Refused, match="not deployed"):
+        engine(host, config).switch("green", "restore")
+    assert host.served() == "blue" and not host.maintenance("blue")
+
+
+def test_proxy_check_without_colour_header_relies_on_the_frozen_colour(
+    tmp_path: Path,
+) -> None:
+    """Backends that do not name their colour: the old colour is frozen (503), so only the
+    new colour can answer below 400 through the proxy."""
+    import dataclasses
+
+    host, config = make_host(tmp_path)
+    config = dataclasses.replace(config, colour_header="")
+    host.write("blue")
+    host.proxy_serves_old = True
+    with pytest.raises(OperationFailed, match="does not serve colour green"):
+        engine(host, config).upgrade()
+    assert host.served() == "blue" and not host.maintenance("blue")
+    host.proxy_serves_old = False
+    assert engine(host, config).upgrade()["outcome"] == "done"
+    assert host.served() == "green"
+
+
+def test_the_kill_test_hook_does_nothing_unless_set() -> None:
+    from ltihub.upgrade.__main__ import TEST_KILL_AT, kill_hook
+
+    kill_hook({})("after:copy_db")  # returns: no hook
+    kill_hook({TEST_KILL_AT: "after:copy_db"})("after:freeze")  # another boundary
+
+
+def test_the_kill_test_hook_sigkills_the_program_at_its_boundary() -> None:
+    import signal
+    import subprocess
+    import sys
+
+    code = ("from ltihub.upgrade.__main__ import kill_hook; h = kill_hook(); "
+            "h('after:freeze'); print('alive', flush=True); h('after:copy_db'); print('not')")
+    env = {**os.environ, "LTIHUB_UPGRADE_TEST_KILL_AT": "after:copy_db"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,  # noqa: S603
+                          text=True, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    assert proc.stdout == "alive\n"

@@ -2,7 +2,10 @@
 moodle_rollback.yml, moodle_status.yml), against the TEST STAND-IN for Moodle v1 -> v2.
 
 The tests run in file order and build on each other: upgrade under load, the same upgrade
-again, site.yml after the switch, rollback, the same rollback again, a failing upgrade.
+again, site.yml after the switch, rollback, the same rollback again, a failing upgrade, then
+the blue-green program (ltihub.upgrade on the host) SIGKILLed in the middle of an upgrade
+and of a rollback (its test hook, moodle_bluegreen_test_kill_at) and the same playbook run
+again, which must heal.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ testinfra_hosts = [f"ansible://{HOST}"]
 
 V1 = "4.5 (Build: 20241007)"
 V2 = "4.5.1 (Build: 20241209)"
+STATE = "/var/lib/mjp-moodle/bluegreen"
+JOURNAL = f"{STATE}/journal.jsonl"
 
 # Runs on the Moodle host under systemd-run: two clients fetch the public front page through
 # the proxy, each on a new connection, until /tmp/loadgen.stop appears. One JSON line per
@@ -82,12 +87,22 @@ def _maintenance_window(records: list[dict[str, Any]]) -> float:
     return round(max(times) - min(times), 1) if times else 0.0
 
 
-def _upgrade(archives: Any, archive: str, version: str) -> Any:
+def _upgrade(archives: Any, archive: str, version: str, **extra: Any) -> Any:
     return run_playbook(
         "moodle_upgrade.yml",
         moodle_version=version,
         moodle_archive_local=str(archives / archive),
+        **extra,
     )
+
+
+def _history(host: Any) -> list[dict[str, Any]]:
+    """The last record (the end) of every closed journal of the program, oldest first."""
+    ends = []
+    for name in sorted(host.run(f"ls {STATE}/history").stdout.split()):
+        lines = host.file(f"{STATE}/history/{name}").content_string.splitlines()
+        ends.append(json.loads(lines[-1]))
+    return ends
 
 
 @pytest.fixture(scope="module")
@@ -242,13 +257,30 @@ def test_a_second_rollback_changes_nothing(host: Any) -> None:
     assert run.changed == 0
 
 
+def test_an_upgrade_refuses_to_overwrite_writes_left_behind_by_the_rollback(
+    host: Any, standin_archives: Any
+) -> None:
+    """The idle colour keeps what was written on it after its switch: not overwritten
+    unless told (moodle_bluegreen_discard_writes), and then dumped first."""
+    before = fact(host)
+    assert before["last_switch"]["reason"] == "rollback", "needs the rollback"
+    run = _upgrade(standin_archives, "standin-moodle-v2-broken.tgz", "4.5.2")
+    assert run.rc != 0
+    assert "moodle_bluegreen_discard_writes" in run.output
+    assert "Nothing was changed" in run.output
+    assert fact(host) == before
+    status, body = front_page(host)
+    assert status == 200 and f"Moodle {V1}" in body
+
+
 def test_a_failing_upgrade_leaves_v1_live_writable_and_whole(
     host: Any, standin_archives: Any, site_content: dict[str, Any]
 ) -> None:
     before = fact(host)
     live = before["active_colour"]
 
-    run = _upgrade(standin_archives, "standin-moodle-v2-broken.tgz", "4.5.2")
+    run = _upgrade(standin_archives, "standin-moodle-v2-broken.tgz", "4.5.2",
+                   moodle_bluegreen_discard_writes=True)
 
     assert run.rc != 0
     assert "Nothing was switched" in run.output
@@ -260,7 +292,10 @@ def test_a_failing_upgrade_leaves_v1_live_writable_and_whole(
     assert status == 200 and f"Moodle {V1}" in body
     assert not host.file(f"{after['colours'][live]['dataroot']}/climaintenance.html").exists
     assert host.service(f"moodle-cron-{live}.timer").is_running
-    assert not host.file("/var/lib/mjp-moodle/bluegreen.lock").exists
+    assert not host.file(JOURNAL).exists, "the program's journal is still open"
+    assert _history(host)[-1]["outcome"] == "undone"
+    # What the rollback left on the idle colour was dumped before being overwritten.
+    assert host.run("ls /srv/moodle-backups/*-writes-*.sql.gz").rc == 0
     assert standin(host, "--add-row='still writable'").rc == 0
     rows = [r["content"] for r in content(host)["rows"]]
     assert rows == [r["content"] for r in site_content["rows"]] + ["still writable"]
@@ -277,3 +312,131 @@ def test_a_refused_target_changes_nothing(host: Any, standin_archives: Any) -> N
     assert run.rc != 0
     assert "Nothing was changed" in run.output or "nothing was changed" in run.output
     assert fact(host) == before
+
+
+# ----------------------------------------------------------------- kills of the program
+
+
+def test_an_upgrade_killed_after_the_database_copy_heals_on_the_next_run(
+    host: Any, standin_archives: Any
+) -> None:
+    """SIGKILL of the host-side program between the database copy and upgrade.php (before
+    its point of no return): the site stays frozen and locked out of other tools while a
+    process holds the lock; the same playbook again undoes the interrupted run from the
+    journal and upgrades, and every row is there on v2."""
+    before = fact(host)
+    live = before["active_colour"]
+    rows = [r["content"] for r in content(host)["rows"]]
+    files = [f["contenthash"] for f in content(host)["files"]]
+
+    run = _upgrade(standin_archives, "standin-moodle-v2.tgz", "4.5.1",
+                   moodle_bluegreen_discard_writes=True,
+                   moodle_bluegreen_test_kill_at="after:copy_db")
+
+    assert run.rc != 0
+    assert "killed by signal 9" in run.output
+    assert host.file(JOURNAL).exists
+    assert front_page(host)[0] == 503  # frozen: the maintenance page
+    status_run = run_playbook("moodle_status.yml")
+    assert status_run.rc == 0 and status_run.changed == 0
+    assert "Interrupted: upgrade" in status_run.output
+    assert "will undo the upgrade" in status_run.output
+
+    # While a living process holds the lock, the other tools refuse.
+    holder = host.run(f"systemd-run --unit=mjp-lockholder --collect "
+                      f"flock -x {STATE}/lock sleep 600")
+    assert holder.rc == 0, holder.stderr
+    try:
+        host.run("for i in $(seq 20); do systemctl is-active -q mjp-lockholder && break; "
+                 "sleep 0.5; done; sleep 1")
+        assert "Running now: upgrade" in run_playbook("moodle_status.yml").output
+        refused = run_playbook("moodle.yml")
+        assert refused.rc != 0 and "is running on" in refused.output
+        backup = host.run("systemctl start mjp-moodle-backup.service")
+        assert backup.rc != 0
+        log = host.run("journalctl -u mjp-moodle-backup.service -n 20 --no-pager").stdout
+        assert "no backup now" in log
+    finally:
+        host.run("systemctl stop mjp-lockholder")
+    assert host.file(JOURNAL).exists, "a refusing tool changed the journal"
+
+    run = _upgrade(standin_archives, "standin-moodle-v2.tgz", "4.5.1",
+                   moodle_bluegreen_discard_writes=True)
+
+    assert run.rc == 0, run.output[-3000:]
+    assert "was undone from its journal" in run.output
+    after = fact(host)
+    assert after["active_colour"] != live and after["frozen"] == live
+    status, body = front_page(host)
+    assert status == 200 and f"Moodle {V2}" in body
+    listing = content(host)
+    assert listing["release"] == V2
+    assert [r["content"] for r in listing["rows"]] == rows
+    assert [f["contenthash"] for f in listing["files"]] == files
+    assert all(f["ondisk"] and f["intact"] for f in listing["files"])
+    assert not host.file(JOURNAL).exists
+    assert [h["outcome"] for h in _history(host)[-2:]] == ["undone", "done"]
+    assert host.service(f"moodle-cron-{after['active_colour']}.timer").is_running
+    assert not host.service(f"moodle-cron-{live}.timer").is_running
+
+
+def test_a_rollback_killed_after_the_switch_is_finished_by_the_next_run(host: Any) -> None:
+    """SIGKILL after the proxies switched back (past the point of no return): the same
+    playbook again finishes the rollback (record, cron) from the journal."""
+    before = fact(host)
+    assert before["last_switch"]["reason"] == "upgrade", "needs the upgrade"
+    upgraded, back = before["active_colour"], before["frozen"]
+    rows = [r["content"] for r in content(host, colour=back)["rows"]]
+
+    run = run_playbook("moodle_rollback.yml", moodle_bluegreen_test_kill_at="after:switch")
+
+    assert run.rc != 0 and "killed by signal 9" in run.output
+    assert fact(host)["active_colour"] == upgraded  # not recorded yet
+    status_run = run_playbook("moodle_status.yml")
+    assert "Interrupted: rollback" in status_run.output
+    assert "will finish the rollback" in status_run.output
+
+    run = run_playbook("moodle_rollback.yml")
+
+    assert run.rc == 0, run.output[-3000:]
+    assert "was finished from its journal" in run.output
+    after = fact(host)
+    assert after["active_colour"] == back and after["last_switch"]["reason"] == "rollback"
+    status, body = front_page(host)
+    assert status == 200 and f"Moodle {V1}" in body
+    assert [r["content"] for r in content(host)["rows"]] == rows
+    assert not host.file(JOURNAL).exists
+    assert host.service(f"moodle-cron-{back}.timer").is_running
+    assert not host.service(f"moodle-cron-{upgraded}.timer").is_running
+
+
+def test_an_upgrade_killed_after_upgrade_php_is_finished_by_the_next_run(
+    host: Any, standin_archives: Any
+) -> None:
+    """SIGKILL right after upgrade.php (its point of no return): the same playbook again
+    checks, switches and records from the journal, without running upgrade.php again."""
+    live = fact(host)["active_colour"]
+    rows = [r["content"] for r in content(host)["rows"]]
+
+    run = _upgrade(standin_archives, "standin-moodle-v2.tgz", "4.5.1",
+                   moodle_bluegreen_discard_writes=True,
+                   moodle_bluegreen_test_kill_at="after:upgrade_php")
+    assert run.rc != 0 and "killed by signal 9" in run.output
+    status_run = run_playbook("moodle_status.yml")
+    assert "will finish the upgrade" in status_run.output
+
+    run = _upgrade(standin_archives, "standin-moodle-v2.tgz", "4.5.1",
+                   moodle_bluegreen_discard_writes=True)
+
+    assert run.rc == 0, run.output[-3000:]
+    assert "was finished from its journal" in run.output
+    assert "nothing to do" in run.output
+    after = fact(host)
+    assert after["active_colour"] != live and after["last_switch"]["reason"] == "upgrade"
+    status, body = front_page(host)
+    assert status == 200 and f"Moodle {V2}" in body
+    assert [r["content"] for r in content(host)["rows"]] == rows
+    assert not host.file(JOURNAL).exists
+    journal = host.file(f"{STATE}/history/" + host.run(
+        f"ls {STATE}/history | tail -1").stdout.strip()).content_string
+    assert journal.count('"step": "upgrade_php"') == 2  # started and done once

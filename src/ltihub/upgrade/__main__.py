@@ -1,4 +1,7 @@
-"""CLI: ``python -m ltihub.upgrade {upgrade,rollback,status,resume} --config PATH``.
+"""CLI: ``python -m ltihub.upgrade {upgrade,rollback,switch,status,resume} --config PATH``.
+
+``switch --to COLOUR [--reason WORD]`` makes a colour prepared outside the program live
+(a restore into the idle colour).
 
 Prints one JSON object on stdout. Exit 0: done (or nothing to do); 1: the operation failed
 (the JSON's ``error`` says how the site was left); 2: refused before anything changed, or
@@ -9,20 +12,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from .config import ConfigError, load_config
-from .engine import Engine, OperationFailed, Refused
+from .engine import Boundary, Engine, OperationFailed, Refused
 from .host import SubprocessRunner, UrllibHttp
 from .journal import Busy
 from .status import status
 
+# TEST HOOK (integration tests only): when set to a step boundary label such as
+# "after:copy_db" or "start:upgrade_php" (see Engine.boundary), the program SIGKILLs itself
+# there, as a dying SSH session or an OOM kill would. Never set in production.
+TEST_KILL_AT = "LTIHUB_UPGRADE_TEST_KILL_AT"
+
+
+def kill_hook(environ: Mapping[str, str] | None = None) -> Boundary:
+    """The boundary callback of the test hook (does nothing unless TEST_KILL_AT is set)."""
+    label = (os.environ if environ is None else environ).get(TEST_KILL_AT, "")
+
+    def boundary(at: str) -> None:
+        if label and at == label:
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return boundary
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ltihub.upgrade", description=__doc__)
-    parser.add_argument("command", choices=("upgrade", "rollback", "status", "resume"))
+    parser.add_argument("command",
+                        choices=("upgrade", "rollback", "switch", "status", "resume"))
     parser.add_argument("--config", required=True, help="the role's JSON file (root-only)")
+    parser.add_argument("--to", default="", help="switch: the colour to make live")
+    parser.add_argument("--reason", default="switch", help="switch: what the fact records")
     args = parser.parse_args(argv)
     out: dict[str, Any]
     try:
@@ -33,13 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         print(json.dumps(status(config), indent=2, sort_keys=True))
         return 0
-    engine = Engine(config, SubprocessRunner(), UrllibHttp(config.ca_file))
+    engine = Engine(config, SubprocessRunner(), UrllibHttp(config.ca_file),
+                    boundary=kill_hook())
     code = 0
     try:
         if args.command == "upgrade":
             out = engine.upgrade()
         elif args.command == "rollback":
             out = engine.rollback()
+        elif args.command == "switch":
+            out = engine.switch(args.to, args.reason)
         else:
             out = engine.resume()
     except (Refused, Busy) as error:

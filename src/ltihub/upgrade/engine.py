@@ -89,6 +89,21 @@ class Engine:
             result = self._start(OPERATIONS["rollback"], plan)
             return {**result, **({"recovered_first": recovered} if recovered else {})}
 
+    def switch(self, to: str, reason: str) -> dict[str, Any]:
+        """Make a colour prepared outside the program live (a restore into the idle one)."""
+        with locked(self.state_dir):
+            recovered = self._recover()
+            fact = self._fact()
+            live = str(fact["active_colour"])
+            if to not in self.config.colours or to not in fact.get("colours", {}):
+                raise Refused(f"colour {to!r} is not deployed on this host. Nothing was changed.")
+            if to == live:
+                return {"op": "switch", "changed": False,
+                        "message": f"colour {to} is already live: nothing to do"}
+            plan = {"live": live, "idle": to, "fact": fact, "reason": reason}
+            result = self._start(OPERATIONS["switch"], plan)
+            return {**result, **({"recovered_first": recovered} if recovered else {})}
+
     def resume(self) -> dict[str, Any]:
         with locked(self.state_dir):
             recovered = self._recover()

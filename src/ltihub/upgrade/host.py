@@ -181,6 +181,10 @@ class UrllibHttp:
         conn: http.client.HTTPConnection
         if parts.scheme == "https":
             context = ssl.create_default_context(cafile=self.ca_file or None)
+            if self.ca_file:
+                # A pinned certificate (the proxy's self-signed one) is its own trust anchor;
+                # Python 3.13's strict X.509 checks would refuse it for lacking CA extensions.
+                context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
             conn = _SniHTTPSConnection(connect_host, port, sni=host, context=context,
                                        timeout=timeout)
         else:

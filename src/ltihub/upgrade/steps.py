@@ -427,21 +427,30 @@ def _point_proxy(ctx: Ctx, proxy: Proxy, colour: str) -> None:
         atomic_symlink(target, c.upstream_link)
 
 
+PROXY_POLL_SECONDS = 0.2
+
+
 def _verify_proxy(ctx: Ctx, proxy: Proxy, colour: str) -> None:
+    """The public URL through ``proxy`` serves ``colour``. Polled briefly (the window is
+    open): a graceful reload hands over to the new workers a moment after it returns."""
     c = ctx.config
     last = ""
-    for attempt in range(max(1, c.health_retries)):
+    deadline = ctx.clock() + max(1, c.health_retries) * c.health_delay
+    while True:
         try:
             status, headers, _body = ctx.http.get(c.wwwroot + "/", headers={},
                                                   address=proxy.address)
-            served = headers.get(c.colour_header.lower(), "")
-            if status < 500 and served == colour:
+            served = headers.get(c.colour_header.lower(), "") if c.colour_header else ""
+            # Without the colour header: the colour left behind is frozen (the maintenance
+            # 503), so any other answer below 400 comes from the colour switched to.
+            if (served == colour and status < 500) or (not served and status < 400):
                 return
             last = f"HTTP {status} from colour '{served or '?'}'"
         except OSError as error:
             last = str(error)
-        if attempt + 1 < c.health_retries:
-            ctx.sleep(c.health_delay)
+        if ctx.clock() >= deadline:
+            break
+        ctx.sleep(PROXY_POLL_SECONDS)
     raise StepFailed(f"{c.wwwroot}/ through proxy {proxy.name} does not serve colour "
                      f"{colour}: {last}")
 
@@ -632,4 +641,28 @@ ROLLBACK = Operation(
     point_of_no_return="switch",
 )
 
-OPERATIONS = {op.name: op for op in (UPGRADE, ROLLBACK)}
+# ------------------------------------------------------------------------ switch steps
+# A switch to a colour prepared outside the program (a restore into the idle colour): the
+# plan's "idle" is that colour, "reason" what the fact records.
+
+
+def record_switch(ctx: Ctx) -> dict[str, Any]:
+    c = ctx.config
+    fact = read_fact(c.fact_file) or dict(ctx.plan["fact"])
+    _switch_fields(ctx, fact, ctx.idle, ctx.live, str(ctx.plan.get("reason") or "switch"))
+    write_fact(c.fact_file, fact)
+    return {}
+
+
+SWITCH = Operation(
+    name="switch",
+    steps=(
+        Step("freeze", freeze, undo_freeze, in_window=True),
+        Step("switch", switch, undo_switch, in_window=True),
+        Step("record", record_switch),
+        Step("cron", cron),
+    ),
+    point_of_no_return="switch",
+)
+
+OPERATIONS = {op.name: op for op in (UPGRADE, ROLLBACK, SWITCH)}
