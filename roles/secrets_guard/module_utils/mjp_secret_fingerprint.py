@@ -1,0 +1,1 @@
+../../../src/ltihub/secret_fingerprint.py
