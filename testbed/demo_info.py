@@ -133,6 +133,10 @@ def render(demo: Demo, real_archive: str, seconds: int | None) -> str:
         "  mod_lticontainer takes the hub per activity: in the activity's settings paste the hub",
         "  URL into \"JupyterHub (container host) URL\" and that hub's token into its",
         "  \"JupyterHub API Token\" field.",
+        "  Learning log (the module's dashboard and charts): each hub's log proxy posts the",
+        "  cells students run to Moodle's web service with the activity's RPC token; paste the",
+        "  token in " + _path(demo.secrets / "moodle-webservice-token"),
+        "  into the activity's \"RPC Token\" setting.",
     ]
     if demo.hubs:
         hub = demo.hubs[0]

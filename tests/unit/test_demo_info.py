@@ -45,6 +45,7 @@ def test_print_out_names_urls_tools_and_credential_files(demo: demo_info.Demo) -
         assert f'https://{hub}/   tool "JupyterHub {hub}"' in text
         assert str(demo.secrets / hub / "moodle_api_token.txt") in text
     assert '"JupyterHub API Token" field' in text
+    assert str(demo.secrets / "moodle-webservice-token") in text and "RPC Token" in text
     assert "missing" in text.split("hub2/moodle_api_token.txt")[1].splitlines()[0]
     assert "make demo took 42 s" in text
     assert SENTINEL not in text

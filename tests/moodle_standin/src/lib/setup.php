@@ -83,6 +83,18 @@ if (CLI_SCRIPT && isset($_SERVER['argv'][0])) {
 require_once($CFG->libdir . '/setuplib.php');
 require_once($CFG->libdir . '/dmllib.php');
 require_once($CFG->libdir . '/classes/session/manager.php');
+require_once($CFG->libdir . '/accesslib.php');
+// Moodle autoloads its classes; the stand-in maps core_<area>\<name> to
+// lib/<area>/classes/<name>.php (\core_external\util -> lib/external/classes/util.php).
+spl_autoload_register(static function (string $class): void {
+    global $CFG;
+    if (preg_match('/^core_([a-z]+)\\\\([a-z_\\\\]+)$/', $class, $m)) {
+        $file = $CFG->libdir . '/' . $m[1] . '/classes/' . str_replace('\\', '/', $m[2]) . '.php';
+        if (is_file($file)) {
+            require_once($file);
+        }
+    }
+});
 set_exception_handler('standin_default_exception_handler');
 
 // CLI maintenance mode: checked before the database is touched, like Moodle.
@@ -128,7 +140,9 @@ if (!CLI_SCRIPT) {
         standin_page('Upgrade', '<p>' . s(get_string('upgraderunning', 'error')) . '</p>', 'page-upgraderunning');
         exit(0);
     }
-    standin_start_session();
+    if (!defined('NO_MOODLE_COOKIES') || !NO_MOODLE_COOKIES) {
+        standin_start_session();
+    }
 }
 
 /**

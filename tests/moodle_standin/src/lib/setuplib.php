@@ -10,6 +10,12 @@ const MATURITY_BETA = 100;
 const MATURITY_RC = 150;
 const MATURITY_STABLE = 200;
 
+// Web-service token types (Moodle defines them in lib/moodlelib.php).
+const EXTERNAL_TOKEN_PERMANENT = 0;
+const EXTERNAL_TOKEN_EMBEDDED = 1;
+// Password value of accounts that cannot log in with a password (lib/authlib.php).
+const AUTH_PASSWORD_NOT_CACHED = 'not cached';
+
 /**
  * English strings used by the stand-in. The texts are Moodle's own wording (lang/en)
  * for every message a deployment script might match on.
@@ -59,6 +65,7 @@ function standin_strings(): array {
         'debug' => [
             'cannotdowngrade' => 'Cannot downgrade {$a->plugin} from {$a->oldversion} to {$a->newversion}.',
             'missingconfigversion' => 'Config table does not contain version, can not continue, sorry.',
+            'codingerror' => 'Coding error detected, it must be fixed by a programmer: {$a}',
         ],
         'error' => [
             'dbconnectionfailed' => "<p>Error: Database connection failed</p>\n"
@@ -74,6 +81,16 @@ function standin_strings(): array {
             'upgraderunning' => 'Site is being upgraded, please retry later.',
             'wwwrootmismatch' => 'Incorrect access detected, this server may be accessed only through "{$a}" address, sorry. Please notify server administrator.',
             'sslonlyaccess' => 'For security reasons only https connections are allowed, sorry.',
+        ],
+        'role' => [
+            'shortnametaken' => 'This short name is already used by another role ({$a})',
+        ],
+        'webservice' => [
+            'accessexception' => 'Access control exception',
+            'invalidtoken' => 'Invalid token - token not found',
+            'invalidparameter' => 'Invalid parameter value detected',
+            'servicenotavailable' => 'Web service is not available (it doesn\'t exist or might be disabled)',
+            'usernotallowed' => 'The user is not allowed for this service. First you need to allow this user on the {$a}\'s allowed users administration page.',
         ],
         'moodle' => [
             'invalidlogin' => 'Invalid login, please try again',

@@ -114,6 +114,7 @@ function upgrade_noncore(bool $verbose = true): void {
                 }
             }
             set_config('version', $plugin->version, $component);
+            standin_update_plugin_definitions($plugin);
             upgrade_log(UPGRADE_LOG_NORMAL, $component, 'Plugin installed', null, $plugin->version);
         } else if ((float)$installed < (float)$plugin->version) {
             upgrade_log(UPGRADE_LOG_NORMAL, $component, 'Starting plugin upgrade', null, $installed, $plugin->version);
@@ -126,6 +127,7 @@ function upgrade_noncore(bool $verbose = true): void {
             if ((float)get_config($component, 'version') < (float)$plugin->version) {
                 upgrade_mod_savepoint((bool)$result, $plugin->version, $plugin->name);
             }
+            standin_update_plugin_definitions($plugin);
             upgrade_log(UPGRADE_LOG_NORMAL, $component, 'Plugin upgraded', null, $plugin->version);
         } else if ((float)$installed > (float)$plugin->version) {
             throw new downgrade_exception($component, $installed, $plugin->version);
@@ -155,6 +157,8 @@ function install_cli_database(array $options): void {
     }
 
     $DB->get_manager()->install_from_file($CFG->libdir . '/db/standin_schema.php');
+    context_system::instance();
+    standin_update_capabilities('webservice_rest', ['webservice/rest:use' => ['captype' => 'read', 'contextlevel' => CONTEXT_COURSE]]);
     $CFG->version = '';
     set_config('version', STANDIN_BASE_SCHEMA_VERSION);
     upgrade_started();
@@ -208,4 +212,78 @@ function install_cli_database(array $options): void {
     upgrade_noncore(true);
     upgrade_finished();
     set_config('registrationpending', 1);
+}
+
+/**
+ * Stores a component's capabilities (its db/access.php $capabilities) like Moodle's
+ * update_capabilities(): new ones added, changed ones updated, gone ones removed.
+ */
+function standin_update_capabilities(string $component, array $capabilities): void {
+    global $DB;
+    $stored = [];
+    foreach ($DB->get_records('capabilities', ['component' => $component]) as $row) {
+        $stored[$row->name] = $row;
+    }
+    foreach ($capabilities as $name => $def) {
+        $row = ['name' => $name, 'captype' => $def['captype'] ?? 'read', 'contextlevel' => (int)($def['contextlevel'] ?? CONTEXT_SYSTEM),
+            'component' => $component, 'riskbitmask' => (int)($def['riskbitmask'] ?? 0)];
+        if (isset($stored[$name])) {
+            $DB->update_record('capabilities', ['id' => $stored[$name]->id] + $row);
+            unset($stored[$name]);
+        } else {
+            $DB->insert_record('capabilities', $row);
+        }
+    }
+    foreach ($stored as $name => $row) {
+        $DB->delete_records('capabilities', ['id' => $row->id]);
+        $DB->delete_records('role_capabilities', ['capability' => $name]);
+    }
+}
+
+/**
+ * Stores a component's web-service functions and services (its db/services.php
+ * $functions and $services) like Moodle's external_update_descriptions(): services are
+ * keyed by name; their enabled/restrictedusers/shortname follow the file.
+ */
+function standin_update_external_descriptions(string $component, array $functions, array $services): void {
+    global $DB;
+    $DB->delete_records('external_functions', ['component' => $component]);
+    foreach ($functions as $name => $def) {
+        $DB->insert_record('external_functions', ['name' => $name, 'classname' => $def['classname'],
+            'methodname' => $def['methodname'] ?? 'execute', 'classpath' => $def['classpath'] ?? null,
+            'component' => $component, 'capabilities' => $def['capabilities'] ?? '']);
+    }
+    foreach ($services as $name => $def) {
+        $row = ['name' => $name, 'enabled' => (int)($def['enabled'] ?? 0),
+            'requiredcapability' => $def['requiredcapability'] ?? null, 'restrictedusers' => (int)($def['restrictedusers'] ?? 1),
+            'component' => $component, 'shortname' => $def['shortname'] ?? null,
+            'downloadfiles' => (int)($def['downloadfiles'] ?? 0), 'uploadfiles' => (int)($def['uploadfiles'] ?? 0),
+            'timemodified' => time()];
+        $service = $DB->get_record('external_services', ['name' => $name, 'component' => $component]);
+        if ($service) {
+            $DB->update_record('external_services', ['id' => $service->id] + $row);
+            $serviceid = (int)$service->id;
+        } else {
+            $serviceid = $DB->insert_record('external_services', $row + ['timecreated' => time()]);
+        }
+        $DB->delete_records('external_services_functions', ['externalserviceid' => $serviceid]);
+        foreach ($def['functions'] ?? [] as $function) {
+            $DB->insert_record('external_services_functions', ['externalserviceid' => $serviceid, 'functionname' => $function]);
+        }
+    }
+}
+
+/** A plugin's db/access.php and db/services.php, read after its install or upgrade. */
+function standin_update_plugin_definitions(stdClass $plugin): void {
+    $capabilities = [];
+    if (is_file("$plugin->dir/db/access.php")) {
+        require("$plugin->dir/db/access.php");
+    }
+    standin_update_capabilities($plugin->component, $capabilities);
+    $functions = [];
+    $services = [];
+    if (is_file("$plugin->dir/db/services.php")) {
+        require("$plugin->dir/db/services.php");
+    }
+    standin_update_external_descriptions($plugin->component, $functions, $services);
 }

@@ -67,6 +67,74 @@ return [
         ],
         'indexes' => [['fields' => ['pathnamehash'], 'unique' => true], ['fields' => ['contenthash']]],
     ],
+    // Access control, cut down to what web-service set-up needs (Moodle's names).
+    'context' => [
+        'fields' => ['id' => $id, 'contextlevel' => $int(), 'instanceid' => $int(), 'path' => $char(255),
+            'depth' => $int(), 'locked' => $int()],
+        'indexes' => [['fields' => ['contextlevel', 'instanceid'], 'unique' => true]],
+    ],
+    'capabilities' => [
+        'fields' => ['id' => $id, 'name' => $char(255), 'captype' => $char(50), 'contextlevel' => $int(),
+            'component' => $char(100), 'riskbitmask' => $int()],
+        'indexes' => [['fields' => ['name'], 'unique' => true]],
+    ],
+    'role' => [
+        'fields' => ['id' => $id, 'name' => $char(255), 'shortname' => $char(100), 'description' => $text,
+            'sortorder' => $int(), 'archetype' => $char(30)],
+        'indexes' => [['fields' => ['shortname'], 'unique' => true]],
+    ],
+    'role_context_levels' => [
+        'fields' => ['id' => $id, 'roleid' => $int(), 'contextlevel' => $int()],
+        'indexes' => [['fields' => ['contextlevel', 'roleid'], 'unique' => true]],
+    ],
+    'role_capabilities' => [
+        'fields' => ['id' => $id, 'contextid' => $int(), 'roleid' => $int(), 'capability' => $char(255),
+            'permission' => $int(), 'timemodified' => $int(), 'modifierid' => $int()],
+        'indexes' => [['fields' => ['roleid', 'contextid', 'capability'], 'unique' => true]],
+    ],
+    'role_assignments' => [
+        'fields' => ['id' => $id, 'roleid' => $int(), 'contextid' => $int(), 'userid' => $int(),
+            'timemodified' => $int(), 'modifierid' => $int(), 'component' => $char(100), 'itemid' => $int(),
+            'sortorder' => $int()],
+        'indexes' => [['fields' => ['userid', 'contextid', 'roleid']]],
+    ],
+    // Web services (webservice/lib.php, lib/external): functions and services of the
+    // plugins' db/services.php, authorised users, tokens.
+    'external_functions' => [
+        'fields' => ['id' => $id, 'name' => $char(200), 'classname' => $char(100), 'methodname' => $char(100),
+            'classpath' => ['type' => 'char', 'length' => 255, 'notnull' => false], 'component' => $char(100),
+            'capabilities' => ['type' => 'char', 'length' => 255, 'notnull' => false], 'services' => $text],
+        'indexes' => [['fields' => ['name'], 'unique' => true]],
+    ],
+    'external_services' => [
+        'fields' => ['id' => $id, 'name' => $char(200), 'enabled' => $int(), 'requiredcapability' =>
+            ['type' => 'char', 'length' => 150, 'notnull' => false], 'restrictedusers' => $int(),
+            'component' => ['type' => 'char', 'length' => 100, 'notnull' => false], 'timecreated' => $int(),
+            'timemodified' => ['type' => 'int', 'notnull' => false],
+            'shortname' => ['type' => 'char', 'length' => 255, 'notnull' => false],
+            'downloadfiles' => $int(), 'uploadfiles' => $int()],
+        'indexes' => [['fields' => ['name'], 'unique' => true]],
+    ],
+    'external_services_functions' => [
+        'fields' => ['id' => $id, 'externalserviceid' => $int(), 'functionname' => $char(200)],
+        'indexes' => [['fields' => ['externalserviceid']]],
+    ],
+    'external_services_users' => [
+        'fields' => ['id' => $id, 'externalserviceid' => $int(), 'userid' => $int(),
+            'iprestriction' => ['type' => 'char', 'length' => 255, 'notnull' => false],
+            'validuntil' => ['type' => 'int', 'notnull' => false], 'timecreated' => ['type' => 'int', 'notnull' => false]],
+        'indexes' => [['fields' => ['externalserviceid', 'userid']]],
+    ],
+    'external_tokens' => [
+        'fields' => ['id' => $id, 'token' => $char(128), 'privatetoken' => ['type' => 'char', 'length' => 64, 'notnull' => false],
+            'tokentype' => $int(), 'userid' => $int(), 'externalserviceid' => $int(),
+            'sid' => ['type' => 'char', 'length' => 128, 'notnull' => false], 'contextid' => $int(), 'creatorid' => $int(1),
+            'iprestriction' => ['type' => 'char', 'length' => 255, 'notnull' => false],
+            'validuntil' => ['type' => 'int', 'notnull' => false], 'timecreated' => $int(),
+            'lastaccess' => ['type' => 'int', 'notnull' => false],
+            'name' => ['type' => 'char', 'length' => 255, 'notnull' => false]],
+        'indexes' => [['fields' => ['token'], 'unique' => true], ['fields' => ['userid']]],
+    ],
     // Stand-in only: rows the tests write before an upgrade and read back after it.
     'standin_data' => [
         'fields' => ['id' => $id, 'content' => ['type' => 'text', 'notnull' => true], 'timecreated' => $int()],
