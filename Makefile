@@ -35,6 +35,7 @@ bootstrap:
 
 image: bootstrap
 	@$(VENV)/python testbed/build_image.py $(MOLECULE_DISTRO)
+	@$(VENV)/python testbed/build_notebook_base.py
 
 demo: image
 	@start=$$(date +%s); \

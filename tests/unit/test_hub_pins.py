@@ -22,11 +22,23 @@ def _hub_extra() -> set[str]:
     return set(project["project"]["optional-dependencies"]["hub"])
 
 
+def _pinned_dependencies() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return {d for d in project["project"]["dependencies"] if "==" in d}
+
+
 def test_hub_venv_pins_equal_the_hub_extra() -> None:
     pins = set(_defaults("jupyterhub")["jupyterhub_pip_packages"])
     assert _hub_extra() <= pins, "roles/jupyterhub pins differ from pyproject's hub extra"
-    extra = {p for p in pins - _hub_extra() if not p.startswith("setuptools==")}
+    known = _hub_extra() | _pinned_dependencies()
+    extra = {p for p in pins - known if not p.startswith("setuptools==")}
     assert not extra, f"hub venv packages missing from pyproject's hub extra: {extra}"
+
+
+def test_hub_venv_has_ltihubs_pinned_dependencies() -> None:
+    """The log proxy and the engine guard run from the hub venv: aiohttp at ltihub's pin."""
+    pins = set(_defaults("jupyterhub")["jupyterhub_pip_packages"])
+    assert _pinned_dependencies() <= pins
 
 
 def test_notebook_image_runs_the_hubs_jupyterhub() -> None:

@@ -69,5 +69,31 @@ def test_a_failure_stops_new_stages_and_fails_the_run() -> None:
 
 
 def test_default_plan_has_every_scenario_and_the_checks() -> None:
-    names = [s.name for s in run_tests.default_stages(["default", "moodle_ops"])]
-    assert names == ["lint", "unit", "molecule default", "molecule moodle_ops"]
+    names = [s.name for s in run_tests.default_stages(["default", "moodle_ops", "moodle"])]
+    assert sorted(names) == sorted(
+        ["lint", "unit", "molecule default", "molecule moodle_ops", "molecule moodle"]
+    )
+    assert [s.name for s in run_tests.default_stages(["default"])] == [
+        "lint", "unit", "molecule default",
+    ]
+
+
+def _makespan(order: list[str], minutes: dict[str, int], jobs: int = 2) -> int:
+    """When the last stage ends if stages start in list order as slots free."""
+    slots = [0] * jobs
+    for name in order:
+        slot = slots.index(min(slots))
+        slots[slot] += minutes[name]
+    return max(slots)
+
+
+def test_default_plan_balances_two_slots() -> None:
+    # Stage times of a real run (minutes): the checks belong before the longest scenario.
+    minutes = {
+        "lint": 2, "unit": 3, "molecule default": 24, "molecule moodle_ops": 23,
+        "molecule moodle": 10,
+    }
+    plan = [s.name for s in run_tests.default_stages(["default", "moodle_ops", "moodle"])]
+    naive = ["lint", "unit", "molecule default", "molecule moodle_ops", "molecule moodle"]
+    assert _makespan(plan, minutes) == 33  # ops + moodle | lint + unit + default = 29
+    assert _makespan(naive, minutes) == 36

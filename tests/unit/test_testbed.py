@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testbed"))
 
 import build_image  # noqa: E402
+import build_notebook_base  # noqa: E402
 
 DEB822 = """\
 Types: deb
@@ -94,3 +96,33 @@ def test_debian13_recipe_matches_debian12() -> None:
     assert (images / "debian13" / "suite").read_text().strip() == "trixie"
     texts = [("debian.sources", DEB822)]
     assert build_image.mirror_for_suite(texts, (images / "debian13" / "suite").read_text().strip())
+
+
+def test_notebook_base_archive_is_named_by_the_roles_own_hash() -> None:
+    """The test bed's prebuilt base is found only if both compute the same hash."""
+    import jinja2
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    role = repo / "roles" / "notebook_images"
+    suite, packages = build_notebook_base.recipe((role / "defaults" / "main.yml").read_text())
+    assert suite and "python3" in packages
+    expression = yaml.safe_load((role / "vars" / "main.yml").read_text())[
+        "notebook_images_local_base_hash"
+    ]
+    env = jinja2.Environment(autoescape=False)  # noqa: S701 - not HTML
+    env.filters["hash"] = lambda text, algorithm: hashlib.new(algorithm, text.encode()).hexdigest()
+    role_hash = env.from_string(expression).render(
+        notebook_images_local_base_suite=suite,
+        notebook_images_local_base_packages=list(reversed(packages)),
+    ).strip()
+    assert build_notebook_base.base_hash(suite, packages) == role_hash
+    archive = build_notebook_base.archive_path(suite, packages, Path("/cache"))
+    assert archive == Path(f"/cache/{suite}-{role_hash[:12]}.tar.gz")
+
+
+def test_notebook_base_hash_changes_with_the_package_list() -> None:
+    one = build_notebook_base.base_hash("bookworm", ["python3", "sudo"])
+    assert build_notebook_base.base_hash("bookworm", ["sudo", "python3"]) == one
+    assert build_notebook_base.base_hash("bookworm", ["python3"]) != one
+    assert build_notebook_base.base_hash("trixie", ["python3", "sudo"]) != one

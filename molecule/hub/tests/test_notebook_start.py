@@ -35,6 +35,7 @@ STUDENT, STUDENT_ID = "nbstud", "202"
 LIMITED, LIMITED_ID = "nbtime", "203"
 MEMORY, MEMORY_ID = "nbmem", "204"
 MIB = 1024**2
+LIMIT_SECONDS = 90  # the time limit of LIMITED's activity (short: the last test waits for it)
 COMMON = [
     "--custom",
     "lms_sessioninfo=3,8",
@@ -186,7 +187,9 @@ def test_jnotice_is_installed(hub: Hub) -> None:
 
 
 def test_time_warning_shows_before_the_limit(hub: Hub) -> None:
-    report = hub.launch(LIMITED, "--user-id", LIMITED_ID, *COMMON, "--custom", "lms_actlimit=120")
+    report = hub.launch(
+        LIMITED, "--user-id", LIMITED_ID, *COMMON, "--custom", f"lms_actlimit={LIMIT_SECONDS}"
+    )
     assert report["result"] == "ok", report
     name = hub.container_of(LIMITED)
     sticky = f"/home/others/{LIMITED}/.jnotice.sticky.txt"
@@ -220,3 +223,26 @@ def test_memory_warning_near_the_limit(hub: Hub) -> None:
     sticky = f"/home/others/{MEMORY}/.jnotice.sticky.txt"
     text = wait_for(lambda: hub.host.run(f"docker exec {name} cat {sticky}").stdout.strip(), 40)
     assert "of its memory" in text and "512 MiB" in text
+
+
+def test_the_server_stops_at_its_time_limit(hub: Hub) -> None:
+    """LIMITED's server (launched above with a 90 s limit) ends at the limit, not before.
+
+    The image's start script stops the server at NB_ACTLIMIT; the hub notices on its next
+    poll and reports no server for the user.
+    """
+    name = hub.container_of(LIMITED)
+    started = hub.host.check_output(
+        f"date -d \"$(docker inspect -f '{{{{.State.StartedAt}}}}' {name})\" +%s"
+    )
+    assert name in hub.containers()
+    gone = wait_for(lambda: name not in hub.containers(), LIMIT_SECONDS + 120)
+    assert gone, f"{name} still runs long after its {LIMIT_SECONDS} s limit"
+    ran = int(hub.host.check_output("date +%s")) - int(started)
+    assert ran >= LIMIT_SECONDS - 5, f"stopped after {ran} s, before its limit"
+
+    def no_server() -> bool:
+        status, user = hub.api(f"/users/{LIMITED}")
+        return status == 200 and not user.get("server") and not user.get("servers")
+
+    assert wait_for(no_server, 60), "the hub still shows a server for the user"
