@@ -143,7 +143,11 @@ def test_other_commands_are_refused_and_change_nothing(host, hub_setup, command)
         args = f"{args} <<< 'FROM scratch'"
         result = host.run(
             f"runuser -u {WEB_USER} -- bash -c "
-            + shlex.quote(f"docker -H unix:///tmp/lticontainer_{hub}.sock {args}")
+            # (a scratch client config: newer CLIs write ~/.docker, which the web user lacks)
+            + shlex.quote(
+                "export DOCKER_CONFIG=$(mktemp -d); "
+                f"docker -H unix:///tmp/lticontainer_{hub}.sock {args}"
+            )
         )
     else:
         result = _tunnel(host, hub, args)

@@ -48,7 +48,10 @@ report = run_launch(s, url=HUB + "/hub/lti/launch", hub=HUB, form=form, timeout=
                     poll_interval=1)
 base = HUB + "/user/" + user
 s.get(base + "/lab", timeout=60)
-xsrf = s.cookies.get("_xsrf", "")
+# The hub and the user's server each set an _xsrf cookie (paths /hub/ and /user/<name>/).
+xsrfs = [c for c in s.cookies if c.name == "_xsrf"]
+xsrf = next((c.value for c in xsrfs if (c.path or "").startswith("/user/" + user)),
+            xsrfs[0].value if xsrfs else "")
 kernel = s.post(base + "/api/kernels", json={"name": "python3"},
                 headers={"X-XSRFToken": xsrf}, timeout=120).json()
 session = uuid.uuid4().hex
