@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hub" / "tests"))
-from hubtest import Hub  # noqa: E402
+from hubtest import CONNECT_SCRIPT, Hub  # noqa: E402
 
 testinfra_hosts = ["ansible://moodle"]
 
@@ -31,17 +31,6 @@ HUB_PORT = 8081  # jupyterhub_hub_port
 HTTPS_PORT = 443  # jupyterhub_https_port
 NB_PYTHON = "/opt/conda/bin/python3"  # jupyterhub_conda_dir
 USER, USER_ID = "fwcheck", "401"
-
-# Prints one word: open, refused, timeout or the error's name.
-_CONNECT = """
-import socket, sys
-s = socket.socket(); s.settimeout(float(sys.argv[3]))
-try:
-    s.connect((sys.argv[1], int(sys.argv[2]))); print("open")
-except ConnectionRefusedError: print("refused")
-except (TimeoutError, socket.timeout): print("timeout")
-except OSError as e: print(type(e).__name__)
-"""
 
 _LISTEN = f"""
 import socket
@@ -60,7 +49,7 @@ with urllib.request.urlopen(f"http://{sys.argv[1]}:{sys.argv[2]}/hub/api/", time
 
 
 def connect(on: Any, addr: str, port: int, wait: int = 3, python: str = "python3") -> str:
-    script = f"{python} -c {shlex.quote(_CONNECT)} {shlex.quote(addr)} {port} {wait}"
+    script = f"{python} -c {shlex.quote(CONNECT_SCRIPT)} {shlex.quote(addr)} {port} {wait}"
     return str(on.check_output(script))
 
 
@@ -152,4 +141,4 @@ def test_a_notebook_container_still_reaches_other_networks(
 
 
 def _connect_cmd(addr: str, port: int) -> str:
-    return f"{NB_PYTHON} -c {shlex.quote(_CONNECT)} {shlex.quote(addr)} {port} 5"
+    return f"{NB_PYTHON} -c {shlex.quote(CONNECT_SCRIPT)} {shlex.quote(addr)} {port} 5"

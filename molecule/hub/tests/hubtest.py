@@ -18,6 +18,18 @@ CONFIG = "/etc/jupyterhub/jupyterhub_config.py"
 HUB = "https://localhost"
 CA = "/etc/jupyterhub/tls/hub.crt"
 
+# A TCP connect (address, port, seconds to wait); prints one word: open, refused, timeout
+# or the error's name.
+CONNECT_SCRIPT = """
+import socket, sys
+s = socket.socket(); s.settimeout(float(sys.argv[3]))
+try:
+    s.connect((sys.argv[1], int(sys.argv[2]))); print("open")
+except ConnectionRefusedError: print("refused")
+except (TimeoutError, socket.timeout): print("timeout")
+except OSError as e: print(type(e).__name__)
+"""
+
 _READ_CONFIG = """
 import json
 from traitlets.config.loader import PyFileConfigLoader

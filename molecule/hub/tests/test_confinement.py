@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hubtest import Hub
+from hubtest import CONNECT_SCRIPT, Hub
 
 
 def _first_hub() -> str:
@@ -33,17 +33,6 @@ PYTHON = "/opt/conda/bin/python3"  # jupyterhub_conda_dir
 FIRST, FIRST_ID = "cfone", "301"
 SECOND, SECOND_ID = "cftwo", "302"
 PIDS_LIMIT = 512  # jupyterhub_notebook_pids_limit (default)
-
-# Prints one word: open, refused, timeout or the error's name.
-_CONNECT = """
-import socket, sys
-s = socket.socket(); s.settimeout(float(sys.argv[3]))
-try:
-    s.connect((sys.argv[1], int(sys.argv[2]))); print("open")
-except ConnectionRefusedError: print("refused")
-except (TimeoutError, socket.timeout): print("timeout")
-except OSError as e: print(type(e).__name__)
-"""
 
 _RAW = """
 import socket
@@ -96,7 +85,7 @@ def py(script: str, *args: str) -> str:
 
 
 def connect_from(hub: Hub, user: str, user_id: str, addr: str, port: int, wait: int = 3) -> str:
-    return as_user(hub, user, user_id, py(_CONNECT, addr, str(port), str(wait)))
+    return as_user(hub, user, user_id, py(CONNECT_SCRIPT, addr, str(port), str(wait)))
 
 
 def network_of(hub: Hub, user: str) -> dict[str, Any]:
@@ -133,7 +122,8 @@ def test_network_has_no_inter_container_traffic(host: Any) -> None:
 def test_student_cannot_reach_another_students_server(host: Any, hub: Hub) -> None:
     other = network_of(hub, SECOND)["IPAddress"]
     # control: the hub's proxy (on the host) reaches that server
-    assert host.check_output(py(_CONNECT, other, "8888", "5").replace(PYTHON, "python3")) == "open"
+    control = py(CONNECT_SCRIPT, other, "8888", "5").replace(PYTHON, "python3")
+    assert host.check_output(control) == "open"
     assert connect_from(hub, FIRST, FIRST_ID, other, 8888) == "timeout"
 
 
