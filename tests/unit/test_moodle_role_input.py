@@ -7,15 +7,13 @@ pre-task) with ansible-playbook on localhost in check mode, nothing else.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from ansible_local import ANSIBLE_PLAYBOOK, run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 GOOD: dict[str, object] = {
     "moodle_version": "4.5.1",
@@ -47,17 +45,7 @@ def run_validate(tmp_path: Path, **overrides: object) -> subprocess.CompletedPro
     )
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps(settings))
-    env = {
-        **os.environ,
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
-    return subprocess.run(  # noqa: S603
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "--check", "-e", f"@{extra}", str(playbook)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, check=False, timeout=180,
-    )
+    return run_playbook(playbook, "--check", "-e", f"@{extra}", cwd=tmp_path)
 
 
 pytestmark = pytest.mark.skipif(

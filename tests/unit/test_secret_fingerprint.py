@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ansible_local import ANSIBLE_PLAYBOOK, run_playbook
 
 from ltihub.secret_fingerprint import (
     ACCEPT_VARIABLE,
@@ -34,7 +35,6 @@ from ltihub.secret_fingerprint import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 FAST = 1000  # PBKDF2 iterations in the direct tests (the module uses the real count)
 
 DB = "moodle-db-password"
@@ -237,17 +237,7 @@ def run_role(
         "secrets_guard_directory": str(tmp_path / "fp"),
         "ansible_python_interpreter": sys.executable,
     }))
-    env = {
-        **os.environ,
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
-    return subprocess.run(  # noqa: S603
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-e", f"@{settings}", *extra, str(playbook)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, check=False, timeout=180,
-    )
+    return run_playbook(playbook, "-e", f"@{settings}", *extra, cwd=tmp_path)
 
 
 @needs_ansible
