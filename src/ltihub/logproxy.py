@@ -23,7 +23,7 @@ file, when the proxy ends TLS, should be readable by the service alone.
     moodle_verify_tls = true
     moodle_ca_file = ""              # CA bundle for a self-signed / internal-CA Moodle
     queue_size = 10000               # records waiting for Moodle at most
-    workers = 2                      # concurrent posts to Moodle
+    workers = 2                      # parallel posts (one session's records stay in order)
     max_attempts = 5                 # per record, then dropped (and counted)
     backoff_initial = 1.0            # seconds, doubled per attempt, with jitter
     backoff_max = 60.0

@@ -8,9 +8,11 @@ bodies left encoded, no cookies kept, no redirect followed. Two places are looke
   below 400 and set its login cookie, so the OAuth signature was good), the launch's
   log settings are bound to the hub user it logged in;
 - kernel websockets (``<base>user/<name>[/<server>]/api/kernels/<id>/channels``) of a
-  user with such a binding: the frames are relayed first, then decoded to emit the
-  ``ltictr``/``client``/``server`` records. A frame that does not decode is still
-  relayed unchanged, only counted.
+  user with such a binding: frames are decoded to emit the ``ltictr``/``client``/
+  ``server`` records. A kernel's frame is relayed first, then looked at; a browser's
+  ``execute_request`` is looked at just before it is relayed (a header parse, no I/O), so
+  its ``client`` record is always queued before the reply's ``server`` record can be.
+  A frame that does not decode is still relayed unchanged, only counted.
 """
 
 from __future__ import annotations
@@ -363,23 +365,28 @@ class LogProxy:
             source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
             sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
             observe: Callable[[str | bytes], None] | None,
+            observe_first: bool,
         ) -> None:
             async for message in source:
+                if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    break  # ERROR: the library already failed the connection
+                if observe is not None and observe_first:
+                    observe(message.data)
                 if message.type is WSMsgType.TEXT:
                     await sink.send_str(message.data)
-                elif message.type is WSMsgType.BINARY:
+                else:
                     await sink.send_bytes(message.data)
-                else:  # ERROR: the library already failed the connection
-                    break
-                if observe is not None:
+                if observe is not None and not observe_first:
                     observe(message.data)
             await sink.close(code=_close_code(source.close_code))
 
+        # Browser frames are observed before they go on: the request's record is queued
+        # before the kernel can have answered it (records keep their order per session).
         to_kernel = asyncio.create_task(
-            pump(downstream, upstream, observer.from_client if observer else None)
+            pump(downstream, upstream, observer.from_client if observer else None, True)
         )
         to_browser = asyncio.create_task(
-            pump(upstream, downstream, observer.from_kernel if observer else None)
+            pump(upstream, downstream, observer.from_kernel if observer else None, False)
         )
         tasks = {to_kernel, to_browser}
         try:

@@ -16,6 +16,7 @@ import random
 import re
 import ssl
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -70,8 +71,18 @@ def make_ssl_context(settings: SinkSettings) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=settings.ca_file or None)
 
 
+def session_key(launch: LaunchInfo, record: Record) -> bytes:
+    """What decides a record's lane: the Moodle it goes to and its notebook session.
+
+    ``ltictr`` records carry the websocket's ``session_id``, ``client`` records the
+    request's ``header.session`` and ``server`` records the request's session from the
+    reply's ``parent_header``; JupyterLab uses one value for all three.
+    """
+    return f"{launch.endpoint()}\n{record.get('session', '')}".encode("utf-8", "replace")
+
+
 class MoodleSink:
-    """Bounded queue + workers posting ``mod_lticontainer_write_nblogs`` calls."""
+    """Bounded lanes + one worker each posting ``mod_lticontainer_write_nblogs`` calls."""
 
     def __init__(
         self,
@@ -80,13 +91,17 @@ class MoodleSink:
     ) -> None:
         self.settings = settings or SinkSettings()
         self.stats = SinkStats()
-        self._queue: asyncio.Queue[tuple[LaunchInfo, Record]] = asyncio.Queue(
-            maxsize=self.settings.queue_size
-        )
+        # One unbounded queue per worker; ``_waiting`` (records queued, not yet taken by
+        # their worker) is held under ``queue_size`` by submit().
+        self._lanes: list[asyncio.Queue[tuple[LaunchInfo, Record]]] = [
+            asyncio.Queue() for _ in range(max(1, self.settings.workers))
+        ]
+        self._waiting = 0
         self._sleep = sleep
         self._workers: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._last_warning = float("-inf")
+        self._last_refusal_warning = float("-inf")
         self._warned_drops = 0
 
     async def start(self) -> None:
@@ -97,15 +112,16 @@ class MoodleSink:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._workers = [
-            asyncio.create_task(self._work(), name=f"logproxy-sink-{i}")
-            for i in range(max(1, self.settings.workers))
+            asyncio.create_task(self._work(lane), name=f"logproxy-sink-{i}")
+            for i, lane in enumerate(self._lanes)
         ]
+        self._workers.append(asyncio.create_task(self._report(), name="logproxy-sink-report"))
 
     async def close(self, flush_timeout: float = 5.0) -> None:
         """Give queued records ``flush_timeout`` seconds to go out, then stop."""
         if self._workers and flush_timeout > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), flush_timeout)
+                await asyncio.wait_for(self.drain(), flush_timeout)
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -116,23 +132,28 @@ class MoodleSink:
         if self.stats.dropped or self.stats.rejected:
             self._warn(force=True)
 
+    def lane_of(self, launch: LaunchInfo, record: Record) -> int:
+        """The worker whose lane takes ``record`` (the same for one session)."""
+        return zlib.crc32(session_key(launch, record)) % len(self._lanes)
+
     def submit(self, launch: LaunchInfo, record: Record) -> bool:
         """Queue one record; False (and counted) when the queue is full. Never blocks."""
-        try:
-            self._queue.put_nowait((launch, record))
-        except asyncio.QueueFull:
+        if self._waiting >= self.settings.queue_size:
             self.stats.dropped_queue_full += 1
             self._warn()
             return False
+        self._lanes[self.lane_of(launch, record)].put_nowait((launch, record))
+        self._waiting += 1
         self.stats.queued += 1
         return True
 
     def pending(self) -> int:
-        return self._queue.qsize()
+        """Records queued and not yet taken by a worker (at most ``queue_size``)."""
+        return self._waiting
 
     async def drain(self) -> None:
         """Wait until every queued record was sent, refused or dropped (for tests)."""
-        await self._queue.join()
+        await asyncio.gather(*(lane.join() for lane in self._lanes))
 
     def _warn(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -158,10 +179,21 @@ class MoodleSink:
         base = min(self.settings.backoff_max, self.settings.backoff_initial * 2.0 ** (attempt - 1))
         return base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
 
-    async def _work(self) -> None:
+    async def _report(self) -> None:
+        """Warn about drops that came while warnings were held back by the rate limit."""
         while True:
-            launch, record = await self._queue.get()
+            due = self._last_warning + self.settings.warn_interval - time.monotonic()
+            await asyncio.sleep(due + 0.01 if due > 0 else max(1.0, self.settings.warn_interval))
+            if self.stats.dropped != self._warned_drops:
+                self._warn()
+
+    async def _work(self, lane: asyncio.Queue[tuple[LaunchInfo, Record]]) -> None:
+        while True:
+            launch, record = await lane.get()
+            self._waiting -= 1
             try:
+                # One record at a time, retries included: the next record of the same
+                # session is posted only once this one was answered or given up.
                 await self._deliver(launch, record)
             except asyncio.CancelledError:
                 raise
@@ -169,7 +201,7 @@ class MoodleSink:
                 self.stats.last_error = type(exc).__name__
                 log.exception("learning-log worker error")
             finally:
-                self._queue.task_done()
+                lane.task_done()
 
     async def _deliver(self, launch: LaunchInfo, record: Record) -> None:
         attempts = max(1, self.settings.max_attempts)
@@ -220,8 +252,8 @@ class MoodleSink:
         self.stats.rejected += 1
         self.stats.last_error = f"{launch.endpoint()}: {why}"
         now = time.monotonic()
-        if now - self._last_warning >= self.settings.warn_interval:
-            self._last_warning = now
+        if now - self._last_refusal_warning >= self.settings.warn_interval:
+            self._last_refusal_warning = now
             log.warning(
                 "Moodle %s refused a learning-log record (%s); refused so far: %d "
                 "(check the activity's RPC token and the web service)",

@@ -5,17 +5,26 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
+import os
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ltihub.logproxy import Config, build_proxy
 from ltihub.logproxy_proxy import LogProxy
+from ltihub.logproxy_records import LaunchInfo, Record
+from ltihub.logproxy_sink import MoodleSink, SinkSettings
 from ltihub.logproxy_wire import V1_PROTOCOL, decode_frame, encode_v1
 
 TOKEN = "c0ffeec0ffeec0ffeec0ffeec0ffee00"  # noqa: S105 - test value
@@ -144,7 +153,10 @@ async def bed(**config: Any) -> AsyncIterator[Bed]:
     await up_server.start_server()
     await moodle_server.start_server()
     config.setdefault("upstream_url", str(up_server.make_url("")).rstrip("/"))
+    sink = config.pop("sink", None)
     proxy = build_proxy(Config(**config))
+    if sink is not None:  # the same proxy, with a sink the test controls
+        proxy = LogProxy(proxy.settings, proxy.registry, sink)
     proxy_server = TestServer(proxy.app, host="127.0.0.1")
     await proxy_server.start_server()
     session = aiohttp.ClientSession(auto_decompress=False)
@@ -168,19 +180,32 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(test())  # type: ignore[arg-type]
 
 
-async def do_launch(b: Bed, signature: str = "good", user: str = "Alice") -> int:
+async def post_launch(
+    session: aiohttp.ClientSession,
+    url: str,
+    moodle_url: str,
+    signature: str = "good",
+    user: str = "Alice",
+) -> int:
+    """POST a launch as Moodle's form makes the browser do it; the hub's status."""
     form = {
         "ext_user_username": user,
         "oauth_signature": signature,
         "custom_lms_sessioninfo": "7,12",
-        "custom_lms_serverurl": b.moodle_url,
+        "custom_lms_serverurl": moodle_url,
         "custom_lms_serverpath": "",
         "custom_lms_rpctoken": TOKEN,
     }
-    async with b.session.post(
-        b.url("/hub/lti/launch"), data=form, allow_redirects=False
-    ) as response:
+    async with session.post(url, data=form, allow_redirects=False) as response:
         return response.status
+
+
+async def do_launch(
+    b: Bed, signature: str = "good", user: str = "Alice", moodle_url: str = ""
+) -> int:
+    return await post_launch(
+        b.session, b.url("/hub/lti/launch"), moodle_url or b.moodle_url, signature, user
+    )
 
 
 def execute_request(msg_id: str, code: str) -> dict[str, Any]:
@@ -375,5 +400,156 @@ def test_upstream_handshake_refusal_and_absence() -> None:
             response = await b.session.get(b.url("/hub/"))
             response.release()
             assert response.status == 502
+
+    run(test)
+
+
+# ---- Moodle unreachable: the notebook keeps working, the proxy reports the drops ---------
+
+
+def closed_ports(count: int) -> list[int]:
+    """Distinct loopback ports nobody listens on (connections to them are refused)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+class WatchedSink(MoodleSink):
+    """The real sink, noting the records in the order the proxy hands them over."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handed: list[Record] = []
+        self.most_waiting = 0
+
+    def submit(self, launch: LaunchInfo, record: Record) -> bool:
+        self.handed.append(record)
+        accepted = super().submit(launch, record)
+        self.most_waiting = max(self.most_waiting, self.pending())
+        return accepted
+
+
+async def run_cells(
+    ws: aiohttp.ClientWebSocketResponse, count: int
+) -> tuple[list[bytes], list[bytes]]:
+    sent, replies = [], []
+    for n in range(count):
+        m = execute_request(f"m{n}", "raise ValueError" if n % 2 else "1+1")
+        frame = encode_v1("shell", m["header"], {}, m["metadata"], m["content"])
+        sent.append(frame)
+        await ws.send_bytes(frame)
+        replies.append(await ws.receive_bytes(timeout=5))
+    return sent, replies
+
+
+def test_moodle_unreachable_the_notebook_keeps_working(caplog: pytest.LogCaptureFixture) -> None:
+    [moodle_port] = closed_ports(1)
+    moodle = f"http://127.0.0.1:{moodle_port}"
+    back_off = asyncio.Event()  # retries wait until the cells ran: the queue must fill up
+
+    async def held(_seconds: float) -> None:
+        await back_off.wait()
+
+    async def test() -> None:
+        sink = WatchedSink(SinkSettings(queue_size=5, workers=2, max_attempts=3), held)
+        async with bed(sink=sink) as b:
+            assert await do_launch(b, moodle_url=moodle) == 302
+            async with b.session.ws_connect(
+                b.url(KERNEL + "?session_id=sess-1"), protocols=(V1_PROTOCOL,)
+            ) as ws:
+                sent, replies = await run_cells(ws, 20)
+                # Moodle is down and the sink full: still every frame went through unchanged
+                assert b.upstream.frames == sent
+                statuses = [decode_frame(r, V1_PROTOCOL).content()["status"] for r in replies]
+                assert statuses == ["ok", "error"] * 10
+                parents = [decode_frame(r, V1_PROTOCOL).parent_header()["msg_id"] for r in replies]
+                assert parents == [f"m{n}" for n in range(20)]
+                assert sink.pending() == 5  # bounded: the rest was dropped, not kept
+                back_off.set()
+                await sink.drain()
+            hosts = [r["host"] for r in sink.handed]
+            assert hosts == ["ltictr"] + ["client", "server"] * 20  # request before reply
+            assert sink.most_waiting == 5
+            assert sink.stats.sent == 0
+            assert sink.stats.dropped_queue_full > 0 and sink.stats.dropped_gave_up > 0
+            assert sink.stats.dropped == len(sink.handed) == sum(b.proxy.stats.records.values())
+
+    with caplog.at_level(logging.DEBUG):
+        run(test)
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("ltihub")]
+    assert any("learning-log records dropped: " in m for m in ours), ours
+    assert any(f"dropped: {2 * 20 + 1} " in m for m in ours), ours  # the count, at close
+    everything = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
+    assert TOKEN not in everything
+
+
+def test_the_real_program_relays_and_reports_drops_when_moodle_is_down(tmp_path: Path) -> None:
+    """``python -m ltihub.logproxy`` as the service runs it, Moodle's port closed."""
+    moodle_port, port = closed_ports(2)  # Moodle's stays closed; the proxy listens on port
+    moodle = f"http://127.0.0.1:{moodle_port}"
+
+    async def test() -> None:
+        upstream = Upstream()
+        up_server = TestServer(upstream.app(), host="127.0.0.1")
+        await up_server.start_server()
+        config = tmp_path / "logproxy.toml"
+        config.write_text(
+            f'listen_host = "127.0.0.1"\nlisten_port = {port}\n'
+            f'upstream_url = "{str(up_server.make_url("")).rstrip("/")}"\n'
+            "max_attempts = 2\nbackoff_initial = 0.05\nbackoff_max = 0.1\n"
+            "queue_size = 8\nworkers = 2\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LTIHUB_")}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ltihub.logproxy",
+            "--config",
+            str(config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stderr is not None
+        log_lines: list[str] = []
+
+        async def wait_for_line(text: str) -> None:
+            assert proc.stderr is not None
+            while not any(text in line for line in log_lines):
+                line = await asyncio.wait_for(proc.stderr.readline(), 20)
+                assert line, "the proxy exited:\n" + "".join(log_lines)
+                log_lines.append(line.decode())
+
+        try:
+            await wait_for_line("learning-log proxy on 127.0.0.1")
+            async with aiohttp.ClientSession() as session:
+                proxy = f"http://127.0.0.1:{port}"
+                assert await post_launch(session, proxy + "/hub/lti/launch", moodle) == 302
+                await wait_for_line("launch of alice bound to Moodle")
+                async with session.ws_connect(
+                    proxy + KERNEL + "?session_id=sess-1", protocols=(V1_PROTOCOL,)
+                ) as ws:
+                    sent, replies = await run_cells(ws, 4)
+                    assert upstream.frames == sent
+                    statuses = [decode_frame(r, V1_PROTOCOL).content()["status"] for r in replies]
+                    assert statuses == ["ok", "error"] * 2
+                    await wait_for_line("learning-log records dropped: ")
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            rest = await asyncio.wait_for(proc.stderr.read(), 20)
+            log_lines.append(rest.decode())
+            assert await asyncio.wait_for(proc.wait(), 20) == 0
+            await up_server.close()
+        output = "".join(log_lines)
+        # on stopping it reports the totals: all 9 records (1 ltictr, 4+4) dropped
+        assert "learning-log records dropped: 9 " in output, output
+        assert TOKEN not in output
 
     run(test)
