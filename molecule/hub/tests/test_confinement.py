@@ -1,11 +1,16 @@
 """Student containers are confined (issue 13 item 4): no traffic between them, none to
-the hub host but its API, none to link-local addresses, no raw sockets, no capabilities
-for the user, and a fork bomb stays inside its container's pids limit.
+the hub host but its API, none to link-local addresses, none to the networks the operator
+lists (jupyterhub_blocked_networks), none at all beyond the hub API in exam mode
+(jupyterhub_student_egress: false), no raw sockets, no capabilities for the user, and a
+fork bomb stays inside its container's pids limit.
 
 Runs on the hub with users of its own. Every connection attempt goes to the test hub's
 own containers or addresses (169.254.169.254 only as a connect with a short timeout that
-must fail); the "blocked" cases must time out (a drop), which a closed port (refused)
-would not: so each test fails if the rule is missing. Each has a positive control.
+must fail), to a network namespace the test builds on the hub ("outside": the
+documentation networks 192.0.2.0/24, listed in inventories/demo, and 198.51.100.0/24,
+not listed, routed into it and nowhere else) or, in the default scenario, to the Moodle
+host. The "blocked" cases must time out (a drop), which a closed port (refused) would
+not: so each test fails if the rule is missing. Each has a positive control.
 """
 
 from __future__ import annotations
@@ -13,6 +18,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +31,13 @@ import yaml
 from hubtest import CONNECT_SCRIPT, Hub
 
 
-def _first_hub() -> str:
+def _inventory() -> dict[str, Any]:
     with open(os.environ["MOLECULE_INVENTORY_FILE"]) as handle:
-        inventory = yaml.safe_load(handle)
-    return str(next(iter(inventory["jupyterhub"]["hosts"])))
+        return yaml.safe_load(handle)  # type: ignore[no-any-return]
+
+
+def _first_hub() -> str:
+    return str(next(iter(_inventory()["jupyterhub"]["hosts"])))
 
 
 testinfra_hosts = [f"ansible://{_first_hub()}"]
@@ -33,6 +47,62 @@ PYTHON = "/opt/conda/bin/python3"  # jupyterhub_conda_dir
 FIRST, FIRST_ID = "cfone", "301"
 SECOND, SECOND_ID = "cftwo", "302"
 PIDS_LIMIT = 512  # jupyterhub_notebook_pids_limit (default)
+HUB_PORT = 8081  # jupyterhub_hub_port
+EXAM, EXAM_ID = "cfexam", "304"
+
+REPO = Path(__file__).resolve().parents[3]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+
+# "Outside" the hub: a network namespace on the hub behind a veth pair, reached from the
+# notebook containers the way any other network is (forwarded, NAT by the engine). The
+# listed network (inventories/demo/group_vars/jupyterhub.yml) and a control network that
+# is not listed are both routed into it, and only there.
+NETNS, VETH, PEER = "mjpconf", "mjpconf0", "mjpconf1"
+LISTED_NET, LISTED_ADDR = "192.0.2.0/24", "192.0.2.2"  # TEST-NET-1: jupyterhub_blocked_networks
+LINK_HUB, UNLISTED_ADDR = "198.51.100.1", "198.51.100.2"  # TEST-NET-2: not listed
+OUTSIDE_PORT = 18766
+LISTENER = "mjp-confinement-test-listener"
+
+_LISTEN = f"""
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {OUTSIDE_PORT})); s.listen(16)
+while True:
+    c, _ = s.accept(); c.close()
+"""
+
+_OUTSIDE_UP = f"""set -e
+ip netns add {NETNS}
+ip link add {VETH} type veth peer name {PEER}
+ip link set {PEER} netns {NETNS}
+ip addr add {LINK_HUB}/24 dev {VETH}
+ip link set {VETH} up
+ip -n {NETNS} link set lo up
+ip -n {NETNS} addr add {UNLISTED_ADDR}/24 dev {PEER}
+ip -n {NETNS} addr add {LISTED_ADDR}/32 dev {PEER}
+ip -n {NETNS} link set {PEER} up
+ip -n {NETNS} route add default via {LINK_HUB}
+ip route add {LISTED_NET} via {UNLISTED_ADDR} dev {VETH}
+"""
+
+_OUTSIDE_DOWN = f"""
+systemctl stop {LISTENER}; systemctl reset-failed {LISTENER}
+ip route del {LISTED_NET}; ip link del {VETH}; ip netns del {NETNS}
+true
+"""
+
+# The jupyterhub role's own confinement tasks (template, unit, handler), on one hub, with
+# the inventory's settings plus the extra variables of the run.
+_CONFINEMENT_PLAYBOOK = """\
+- name: Apply the notebook confinement rules as the jupyterhub role does
+  hosts: "{{ target }}"
+  gather_facts: false
+  tasks:
+    - name: The role's confinement tasks
+      ansible.builtin.include_role:
+        name: jupyterhub
+        tasks_from: confinement
+"""
 
 _RAW = """
 import socket
@@ -137,6 +207,111 @@ def test_student_reaches_the_hub_api_but_no_other_host_port(host: Any, hub: Hub)
 
 def test_student_cannot_reach_link_local_addresses(hub: Hub) -> None:
     assert connect_from(hub, FIRST, FIRST_ID, "169.254.169.254", 80, wait=2) != "open"
+
+
+# ---- the operator's blocked networks and exam mode -------------------------------------
+@dataclass
+class Outside:
+    """Addresses outside the hub that a student container tries to reach."""
+
+    listed: tuple[str, int]  # in jupyterhub_blocked_networks
+    unlisted: list[tuple[str, int]]  # not listed: open unless exam mode is on
+
+
+def _connect_here(host: Any, addr: str, port: int) -> str:
+    return str(host.check_output(f"python3 -c {shlex.quote(CONNECT_SCRIPT)} {addr} {port} 3"))
+
+
+@pytest.fixture(scope="module")
+def outside(host: Any) -> Iterator[Outside]:
+    host.run(_OUTSIDE_DOWN)  # leftovers of an interrupted run
+    up = host.run(_OUTSIDE_UP)
+    try:
+        assert up.rc == 0, up.stderr
+        # both test networks lead into the namespace and nowhere else
+        for addr in (LISTED_ADDR, UNLISTED_ADDR):
+            assert f"dev {VETH}" in host.check_output(f"ip route get {addr}")
+        host.check_output(
+            f"systemd-run --unit={LISTENER} -p RuntimeMaxSec=1800 "
+            f"/usr/bin/nsenter --net=/run/netns/{NETNS} /usr/bin/python3 -c {shlex.quote(_LISTEN)}"
+        )
+        # control: the hub host's own traffic reaches the listener at both addresses
+        for addr in (LISTED_ADDR, UNLISTED_ADDR):
+            for _ in range(20):
+                if _connect_here(host, addr, OUTSIDE_PORT) == "open":
+                    break
+                time.sleep(0.5)
+            else:
+                raise AssertionError(f"the test listener does not answer at {addr}")
+        unlisted = [(UNLISTED_ADDR, OUTSIDE_PORT)]
+        moodle = next(iter(_inventory().get("moodle", {}).get("hosts") or {}), None)
+        if moodle:  # the full site: the Moodle host's HTTPS, a real host outside the hub
+            address = host.check_output(f"getent ahostsv4 {moodle} | head -n1 | cut -d' ' -f1")
+            assert address, f"{moodle} does not resolve on the hub"
+            unlisted.append((address, 443))
+        yield Outside(listed=(LISTED_ADDR, OUTSIDE_PORT), unlisted=unlisted)
+    finally:
+        host.run(_OUTSIDE_DOWN)
+
+
+def apply_confinement(tmp_path: Path, **extra_vars: Any) -> str:
+    """Run the role's confinement tasks on the first hub; return the output (rc 0 asserted)."""
+    playbook = tmp_path / "confinement.yml"
+    playbook.write_text(_CONFINEMENT_PLAYBOOK)
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+    ephemeral = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
+    if (ephemeral / "ansible.cfg").is_file():  # molecule's own (connection, fact cache)
+        env["ANSIBLE_CONFIG"] = str(ephemeral / "ansible.cfg")
+    env.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
+    extra = {"target": _first_hub(), **extra_vars}
+    run = subprocess.run(  # noqa: S603 - our own role, argument list
+        [str(ANSIBLE_PLAYBOOK), "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+         "-e", json.dumps(extra), str(playbook)],
+        capture_output=True, text=True, env=env, cwd=REPO, check=False, timeout=600,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-6000:]
+    return output
+
+
+def test_student_cannot_reach_a_listed_network(host: Any, hub: Hub, outside: Outside) -> None:
+    blocked = host.ansible.get_variables().get("jupyterhub_blocked_networks", [])
+    assert LISTED_NET in blocked, "inventories/demo lists the test network"
+    assert LISTED_NET in host.check_output("nft list table inet mjp_notebooks")
+    # control: the same listener behind a network that is not listed answers the student
+    assert connect_from(hub, FIRST, FIRST_ID, *outside.unlisted[0]) == "open"
+    assert connect_from(hub, FIRST, FIRST_ID, *outside.listed) == "timeout"
+
+
+def test_exam_mode_cuts_egress_but_keeps_the_hub_api(
+    hub: Hub, outside: Outside, tmp_path: Path
+) -> None:
+    for target in outside.unlisted:  # control: reachable before the exam
+        assert connect_from(hub, FIRST, FIRST_ID, *target) == "open", target
+    try:
+        apply_confinement(tmp_path, jupyterhub_student_egress=False)
+        for target in [*outside.unlisted, outside.listed]:
+            assert connect_from(hub, FIRST, FIRST_ID, *target) == "timeout", target
+        # the running server still reaches the hub API, and a student starts a new server
+        # and uses JupyterLab (the server checks the user's login with the hub API)
+        gateway = network_of(hub, FIRST)["Gateway"]
+        assert connect_from(hub, FIRST, FIRST_ID, gateway, HUB_PORT) == "open"
+        out = hub.lab_status(EXAM, EXAM_ID)
+        assert out["launch"] == "ok" and out["lab_status"] == 200, out
+        assert out["api_status"] == 200, out
+        assert connect_from(hub, EXAM, EXAM_ID, *outside.unlisted[0]) == "timeout"
+    finally:
+        # exam over: the inventory's settings again
+        apply_confinement(tmp_path)
+    for target in outside.unlisted:
+        assert connect_from(hub, FIRST, FIRST_ID, *target) == "open", target
+    assert connect_from(hub, EXAM, EXAM_ID, *outside.unlisted[0]) == "open"
+    assert connect_from(hub, FIRST, FIRST_ID, *outside.listed) == "timeout"  # still listed
 
 
 def test_raw_sockets_are_refused(hub: Hub) -> None:
