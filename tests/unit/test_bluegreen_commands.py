@@ -17,6 +17,7 @@ from ltihub.upgrade.db import (
     MariaDBCommands,
     PositionTap,
     PostgresCommands,
+    TableMapCounter,
     count_writes_sql,
     ident,
 )
@@ -47,7 +48,7 @@ def test_binlog_replay_rewrites_the_database_and_keeps_the_password_out_of_argv(
                                   BinlogPos("b.000008", 120),
                                   ["/var/lib/mysql/b.000007", "/var/lib/mysql/b.000008"])
     assert producer.argv == (
-        "mariadb-binlog", "--disable-log-bin", "--database=moodle_blue",
+        "mariadb-binlog", "--no-defaults", "--disable-log-bin", "--database=moodle_blue",
         "--rewrite-db=moodle_blue->moodle_green", "--start-position=4711",
         "--stop-position=120", "/var/lib/mysql/b.000007", "/var/lib/mysql/b.000008")
     assert consumer.argv == ("mariadb", "--defaults-extra-file=/etc/mjp/bluegreen.cnf",
@@ -59,6 +60,38 @@ def test_binlog_replay_rewrites_the_database_and_keeps_the_password_out_of_argv(
     assert "--init-command=SET sql_log_bin=0" in load.argv
     for cmd in (producer, consumer, dump, load, m.recreate("moodle_green")):
         assert not any("password" in a.lower() or a.startswith("-p") for a in cmd.argv)
+
+
+def test_flush_scan_and_replay_on_the_other_name(tmp_path: Path) -> None:
+    m = MariaDBCommands(parse_config(config_dict(
+        tmp_path, mariadb={"defaults_extra_file": "/etc/mjp/bluegreen.cnf",
+                           "binlog": "/usr/bin/mariadb-binlog"})))
+    assert m.flush_binary_logs().argv == (
+        "mariadb", "--defaults-extra-file=/etc/mjp/bluegreen.cnf", "--batch",
+        "--skip-column-names", "-e", "FLUSH BINARY LOGS")
+    start, stop = BinlogPos("b.000007", 4711), BinlogPos("b.000008", 120)
+    scan, sink = m.scan(start, stop, ["/d/b.000007", "/d/b.000008"])
+    assert scan.argv == ("/usr/bin/mariadb-binlog", "--no-defaults", "--start-position=4711",
+                         "--stop-position=120", "/d/b.000007", "/d/b.000008")
+    assert sink.argv == ("cat",) and sink.stdout_file == os.devnull
+    producer, _ = m.replay("moodle_blue", "moodle_green", start, stop, ["/d/b.000007"],
+                           filter_db="moodle_green")
+    assert "--database=moodle_green" in producer.argv
+    assert "--rewrite-db=moodle_blue->moodle_green" in producer.argv
+    with pytest.raises(ValueError):
+        m.replay("moodle_blue", "moodle_green", start, stop, [], filter_db="x; DROP")
+
+
+def test_table_map_counter_counts_one_database_across_chunks() -> None:
+    text = (b"#261129 13:58:46 server id 1  end_log_pos 1268 CRC32 0x6609ac2e \tTable_map: "
+            b"`moodle_green`.`mdl_x` mapped to number 18\nBINLOG '\nTable_map: `moodle_gr'\n"
+            b"# at 1\n#2611 \tTable_map: `moodle_greenish`.`t` mapped to number 19\n"
+            b"#2611 \tTable_map: `moodle_green`.`mdl_y` mapped to number 20")
+    for size in (1, 5, 64, len(text)):
+        counter = TableMapCounter("moodle_green")
+        for i in range(0, len(text), size):
+            assert counter(text[i:i + size]) is True  # it watches the whole stream
+        assert counter.finish() == 2
 
 
 def test_position_tap_reads_the_dump_header() -> None:

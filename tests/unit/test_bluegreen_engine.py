@@ -42,6 +42,7 @@ class FakeHost:
     binlog: list[tuple[int, str, int]] = field(default_factory=list)  # (pos, db, row)
     timers: dict[str, bool] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the program's lines for the operator
     disk_full_data: bool = False
     disk_full_db: bool = False
     fail_upgrade: bool = False
@@ -49,6 +50,10 @@ class FakeHost:
     proxy_serves_old: bool = False
     reloads: int = 0
     kill_in: str = ""  # a command that is killed half-way (its effect done in part)
+    # mariadb-binlog's --database filters on the rewritten name (a version unlike 10.11)
+    filter_after_rewrite: bool = False
+    binlog_purged: bool = False  # the pre-copy's binary log expired before the freeze
+    log_bin: str = "1\tROW"  # @@log_bin, @@binlog_format
 
     # ------------------------------------------------------------------ layout helpers
     def path(self, *parts: str) -> str:
@@ -160,11 +165,14 @@ class FakeHost:
             self.dbs[name] = FakeDB()
             return Result(0)
         if q.startswith("SELECT @@log_bin"):
-            return Result(0, "1\tROW\t/var/lib/mysql/binlog\n")
+            return Result(0, f"{self.log_bin}\t{self.path('mysql', 'binlog')}\n")
+        if q == "FLUSH BINARY LOGS":
+            return Result(0)
         if q == "SHOW MASTER STATUS":
             return Result(0, f"binlog.000001\t{100 + len(self.binlog)}\t\t\n")
         if q == "SHOW BINARY LOGS":
-            return Result(0, "binlog.000001\t9999\n")
+            return Result(0, "binlog.000002\t9999\n" if self.binlog_purged
+                          else "binlog.000001\t9999\n")
         if "name = 'release'" in q:
             return Result(0, self.dbs[db].release + "\n")
         if "column_name = 'id'" in q:
@@ -215,12 +223,28 @@ class FakeHost:
             dest.rows, dest.release = list(src.rows), src.release
             return Result(0)
         if p[0] == "mariadb-binlog":
-            live = p[p.index("--disable-log-bin") + 1].split("=")[1]
+            assert all(os.path.isfile(f) for f in p if f.startswith("/")), p
             start = int(next(x for x in p if x.startswith("--start-position=")).split("=")[1])
             stop = int(next(x for x in p if x.startswith("--stop-position=")).split("=")[1])
-            for pos, db, row in self.binlog:
-                if db == live and start <= pos < stop:
-                    self.dbs[c[-1]].rows.append(row)
+            events = [(db, row) for pos, db, row in self.binlog if start <= pos < stop]
+            out = []
+            if "--disable-log-bin" not in p:  # a scan: the whole log, read and thrown away
+                assert c == ["cat"] and consumer.stdout_file == os.devnull
+                out = [db for db, _row in events]
+            else:
+                wanted = next(x for x in p if x.startswith("--database=")).split("=")[1]
+                frm, to = next(x for x in p if x.startswith("--rewrite-db=")).split("=")[1] \
+                    .split("->")
+                for db, row in events:
+                    name = to if db == frm else db
+                    if (name if self.filter_after_rewrite else db) == wanted:
+                        self.dbs[name].rows.append(row)
+                        out.append(name)
+            text = "".join(f"#261129 server id 1 end_log_pos 9 \tTable_map: `{db}`.`mdl_log` "
+                           "mapped to number 18\nBINLOG '...'\n" for db in out).encode()
+            if tap is not None:
+                for i in range(0, len(text), 7):  # lines split across chunks
+                    tap(text[i:i + 7])
             return Result(0)
         raise AssertionError(p)
 
@@ -240,8 +264,9 @@ class FakeHost:
 def make_host(tmp_path: Path) -> tuple[FakeHost, Config]:
     host = FakeHost(tmp_path)
     for d in ("data/blue/filedir", "data/green", "code", "rel/v1", "rel/v2", "nginx/up",
-              "facts"):
+              "facts", "mysql"):
         os.makedirs(host.path(d), exist_ok=True)
+    Path(host.path("mysql", "binlog.000001")).write_bytes(b"\xfebin")
     os.symlink(host.path("rel/v1"), host.code_link("blue"))
     os.symlink(host.path("rel/v1"), host.code_link("green"))
     for c in ("blue", "green"):
@@ -282,7 +307,8 @@ def engine(host: FakeHost, config: Config, kill_at: str = "") -> Engine:
         if label == kill_at:
             raise Killed(label)
 
-    return Engine(config, host, host, sleep=host.sleep, clock=host.clock, boundary=boundary)
+    return Engine(config, host, host, sleep=host.sleep, clock=host.clock, boundary=boundary,
+                  log=host.notes.append)
 
 
 def assert_serves(host: FakeHost, colour: str, release: str, before: list[int]) -> None:
@@ -331,25 +357,52 @@ def test_upgrade_switches_and_records_the_window(tmp_path: Path) -> None:
 
 
 def test_upgrade_copies_before_the_freeze_and_replays_the_rest(tmp_path: Path) -> None:
-    """Rows written between the pre-copy and the freeze arrive through the binary log."""
+    """Rows written between the pre-copy and the freeze arrive through the binary log; the
+    copy runs while the site serves, only the flush and the replay inside the window."""
     host, config = make_host(tmp_path)
     early = host.write("blue")
     late: list[int] = []
 
     def boundary(label: str) -> None:
         if label == "before:freeze":  # the site still serves after the pre-copy
-            late.append(host.write("blue"))
+            late.extend(host.write("blue") for _ in range(3))
 
-    eng = Engine(config, host, host, sleep=host.sleep, clock=host.clock, boundary=boundary)
+    eng = Engine(config, host, host, sleep=host.sleep, clock=host.clock, boundary=boundary,
+                 log=host.notes.append)
     result = eng.upgrade()
     assert result["outcome"] == "done"
     assert sorted(host.dbs["moodle_green"].rows) == sorted([early, *late])
-    assert '"mode": "binlog"' in next(
-        Path(config.state_dir, "history").glob("*.jsonl")).read_text()
-    replays = [x for x in host.log if x.startswith("mariadb-binlog")]
-    assert len(replays) == 1 and "--rewrite-db=moodle_blue->moodle_green" in replays[0]
+    assert result["db_copy"]["mode"] == "binlog" and result["db_copy"]["events"] == 3
+    assert host.notes == []  # no fallback
+
+    # The journal: pre-copy done (with its coordinates) before the freeze starts.
     history = next(Path(config.state_dir, "history").glob("*.jsonl")).read_text()
-    assert '"mode": "binlog"' in history
+    records = [json.loads(x) for x in history.splitlines()]
+    order = [(r["event"], r.get("step")) for r in records if r["event"].startswith("step")]
+    assert order.index(("step_done", "precopy_db")) < order.index(("step_start", "freeze"))
+    assert order.index(("step_done", "freeze")) < order.index(("step_start", "copy_db"))
+    pre = next(r["data"] for r in records
+               if r["event"] == "step_done" and r["step"] == "precopy_db")
+    assert (pre["mode"], pre["file"], pre["pos"]) == ("binlog", "binlog.000001", 101)
+    assert pre["binlog_dir"] == host.path("mysql")
+
+    # The commands: dump before maintenance, flush/scan/replay after it.
+    log = host.log
+    dump = next(i for i, x in enumerate(log) if "--master-data=2" in x)
+    frozen = next(i for i, x in enumerate(log) if "maintenance.php --enable" in x)
+    flush = log.index(next(x for x in log if x.endswith("FLUSH BINARY LOGS")))
+    binlogs = [i for i, x in enumerate(log) if x.startswith("mariadb-binlog")]
+    assert dump < frozen < flush < binlogs[0]
+    assert "--single-transaction" in log[dump] and "sql_log_bin=0" in log[dump]
+    scan, replayed = (log[i] for i in binlogs)
+    binlog_file = host.path("mysql", "binlog.000001")
+    assert scan == ("mariadb-binlog --no-defaults --start-position=101 --stop-position=104 "
+                    f"{binlog_file} | cat")
+    assert replayed == (
+        "mariadb-binlog --no-defaults --disable-log-bin --database=moodle_blue "
+        "--rewrite-db=moodle_blue->moodle_green --start-position=101 --stop-position=104 "
+        f"{binlog_file} | mariadb --binary-mode moodle_green")
+    assert not any("mariadb-dump" in x for x in log[frozen:])  # no full copy in the window
 
 
 def test_second_upgrade_does_nothing(tmp_path: Path) -> None:
@@ -384,7 +437,8 @@ def test_kill_at_any_boundary_heals_by_rerunning(tmp_path: Path, kill_at: str) -
     assert_closed(config)
 
 
-@pytest.mark.parametrize("kill_in", ["--master-data", "mariadb-binlog", "copy_tool",
+@pytest.mark.parametrize("kill_in", ["--master-data", "mariadb-binlog", "--disable-log-bin",
+                                     "FLUSH BINARY LOGS", "copy_tool",
                                      "upgrade.php --non-interactive", "purge_caches",
                                      "cron.php", "reload nginx", "enable --now"])
 def test_kill_inside_a_step_heals(tmp_path: Path, kill_in: str) -> None:
@@ -398,6 +452,8 @@ def test_kill_inside_a_step_heals(tmp_path: Path, kill_in: str) -> None:
     assert result["outcome"] == "done"
     assert_serves(host, "green", "v2", before)
     assert -1 not in host.dbs["moodle_green"].rows  # no half-applied copy survived
+    rows = host.dbs["moodle_green"].rows
+    assert len(rows) == len(set(rows))  # nothing applied twice
     assert not os.path.exists(host.dataroot("green") + ".partial")
     assert_closed(config)
 
@@ -602,7 +658,8 @@ def test_incomplete_replay_falls_back_to_a_full_copy(tmp_path: Path) -> None:
             late.append(host.write("blue"))
             host.binlog.clear()  # as if the filter dropped every event
 
-    eng = Engine(config, host, host, sleep=host.sleep, clock=host.clock, boundary=boundary)
+    eng = Engine(config, host, host, sleep=host.sleep, clock=host.clock, boundary=boundary,
+                 log=host.notes.append)
     assert eng.upgrade()["outcome"] == "done"
     assert sorted(host.dbs["moodle_green"].rows) == sorted([early, *late])
     history = next(Path(config.state_dir, "history").glob("*.jsonl")).read_text()
@@ -693,3 +750,163 @@ def test_the_kill_test_hook_sigkills_the_program_at_its_boundary() -> None:
                           text=True, check=False)
     assert proc.returncode == -signal.SIGKILL
     assert proc.stdout == "alive\n"
+
+
+# ------------------------------------------------- the database pre-copy and its fallbacks
+
+
+def upgrade_with_late_writes(host: FakeHost, config: Config,
+                             before_freeze: Callable[[], None] | None = None,
+                             ) -> tuple[dict[str, Any], list[int]]:
+    """An upgrade during which users write before the pre-copy and between it and the
+    freeze; returns the result and every row written before the freeze."""
+    written = [host.write("blue")]
+
+    def boundary(label: str) -> None:
+        if label == "before:freeze":
+            written.extend(host.write("blue") for _ in range(2))
+            if before_freeze:
+                before_freeze()
+
+    eng = Engine(config, host, host, sleep=host.sleep, clock=host.clock, boundary=boundary,
+                 log=host.notes.append)
+    return eng.upgrade(), written
+
+
+def test_expired_binary_log_falls_back_to_a_full_copy_and_says_so(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+
+    def purge() -> None:
+        host.binlog_purged = True
+
+    result, written = upgrade_with_late_writes(host, config, purge)
+    assert result["outcome"] == "done"
+    assert sorted(host.dbs["moodle_green"].rows) == sorted(written)
+    assert result["db_copy"]["mode"] == "full"
+    assert "binlog.000001 of the pre-copy is gone" in result["db_copy"]["why"]
+    assert len(host.notes) == 1 and host.notes[0].startswith("ltihub.upgrade: binary log")
+    assert "copied whole at the freeze" in host.notes[0]
+    assert not any(x.startswith("mariadb-binlog") for x in host.log)
+    fact = json.loads(Path(config.fact_file).read_text())
+    assert fact["last_upgrade"]["db_copy_mode"] == "full"
+    assert "gone" in fact["last_upgrade"]["db_copy_why"]
+
+
+@pytest.mark.parametrize("log_bin", ["0\tROW", "1\tMIXED", "1\tSTATEMENT"])
+def test_without_a_row_binary_log_the_copy_is_made_at_the_freeze(
+        tmp_path: Path, log_bin: str) -> None:
+    host, config = make_host(tmp_path)
+    host.log_bin = log_bin
+    result, written = upgrade_with_late_writes(host, config)
+    assert result["outcome"] == "done"
+    assert sorted(host.dbs["moodle_green"].rows) == sorted(written)
+    assert result["db_copy"]["mode"] == "full"
+    assert "no binary log in ROW format" in result["db_copy"]["why"]
+    assert any("database_mariadb_binlog" in n for n in host.notes)
+    frozen = next(i for i, x in enumerate(host.log) if "maintenance.php --enable" in x)
+    dumps = [i for i, x in enumerate(host.log) if x.startswith("mariadb-dump")]
+    assert dumps and min(dumps) > frozen  # the only copy is inside the window
+    assert not any("--master-data" in x or x.startswith("mariadb-binlog") for x in host.log)
+
+
+def test_precopy_can_be_switched_off(tmp_path: Path) -> None:
+    import dataclasses
+
+    host, config = make_host(tmp_path)
+    config = dataclasses.replace(
+        config, mariadb=dataclasses.replace(config.mariadb, precopy="full"))
+    result, written = upgrade_with_late_writes(host, config)
+    assert sorted(host.dbs["moodle_green"].rows) == sorted(written)
+    assert result["db_copy"]["mode"] == "full" and "pre-copy off" in result["db_copy"]["why"]
+    assert not any(x.startswith("SELECT @@log_bin") or "@@log_bin" in x for x in host.log)
+
+
+def test_a_binlog_tool_filtering_on_the_rewritten_name_is_detected(tmp_path: Path) -> None:
+    """A mariadb-binlog whose --database filters after --rewrite-db applies nothing with the
+    live name: counted, and applied again with the idle name (nothing applied twice)."""
+    host, config = make_host(tmp_path)
+    host.filter_after_rewrite = True
+    result, written = upgrade_with_late_writes(host, config)
+    assert result["db_copy"]["mode"] == "binlog" and result["db_copy"]["events"] == 2
+    rows = host.dbs["moodle_green"].rows
+    assert sorted(rows) == sorted(written) and len(rows) == len(set(rows))
+    replays = [x for x in host.log if "--disable-log-bin" in x]
+    assert ["--database=moodle_blue" in replays[0], "--database=moodle_green" in replays[1]] \
+        == [True, True]
+
+
+def test_a_partly_applied_replay_is_replaced_by_a_full_copy(tmp_path: Path) -> None:
+    """Fewer table maps arrive than the binary log holds (some filtered out): the idle
+    database is emptied and copied whole from the frozen live one."""
+    host, config = make_host(tmp_path)
+    real_pipe = host.pipe
+
+    def pipe(producer: Cmd, consumer: Cmd, *,
+             tap: Callable[[bytes], bool] | None = None) -> Result:
+        if tap is not None and "--disable-log-bin" not in producer.argv \
+                and producer.argv[0] == "mariadb-binlog":
+            # the scan sees one more table map of the live database than the replay applies
+            tap(b"\tTable_map: `moodle_blue`.`mdl_extra` mapped to number 19\n")
+        return real_pipe(producer, consumer, tap=tap)
+
+    host.pipe = pipe  # type: ignore[method-assign]
+    result, written = upgrade_with_late_writes(host, config)
+    assert result["outcome"] == "done"
+    assert result["db_copy"]["mode"] == "full"
+    assert "applied 2 of the 3 table maps" in result["db_copy"]["why"]
+    assert sorted(host.dbs["moodle_green"].rows) == sorted(written)
+    assert len([x for x in host.log if "--disable-log-bin" in x]) == 1  # not tried again
+
+
+def test_a_second_attempt_of_the_replay_copies_whole(tmp_path: Path) -> None:
+    """Should copy_db ever start twice in one operation, it never replays twice."""
+    from ltihub.upgrade.steps import Ctx, copy_db
+
+    host, config = make_host(tmp_path)
+    host.write("blue")
+    plan = {"live": "blue", "idle": "green", "fact": {}}
+    pre = {"mode": "binlog", "file": "binlog.000001", "pos": 100,
+           "binlog_dir": host.path("mysql")}
+    ctx = Ctx(config=config, runner=host, http=host, plan=plan, data={"precopy_db": pre},
+              attempts={"copy_db": 2}, sleep=host.sleep, clock=host.clock,
+              log=host.notes.append)
+    out = copy_db(ctx)
+    assert out["mode"] == "full" and "interrupted" in out["why"]
+    assert not any(x.startswith("mariadb-binlog") for x in host.log)
+    assert host.dbs["moodle_green"].rows == host.dbs["moodle_blue"].rows
+
+
+def test_postgresql_keeps_the_template_copy_at_the_freeze(tmp_path: Path) -> None:
+    import dataclasses
+
+    from ltihub.upgrade.steps import Ctx, precopy_db
+
+    host, config = make_host(tmp_path)
+    config = dataclasses.replace(config, engine="postgresql")
+    ctx = Ctx(config=config, runner=host, http=host, plan={"live": "blue", "idle": "green"},
+              data={}, attempts={}, log=host.notes.append)
+    assert precopy_db(ctx)["mode"] == "full"
+    assert host.log == [] and host.notes == []
+
+
+def test_a_failing_binlog_reader_falls_back_to_a_full_copy(tmp_path: Path) -> None:
+    """mariadb-binlog ending in error (e.g. an option it does not know in my.cnf) has applied
+    nothing trustworthy: the frozen database is copied whole, with a line saying why."""
+    host, config = make_host(tmp_path)
+    real_pipe = host.pipe
+
+    def pipe(producer: Cmd, consumer: Cmd, *,
+             tap: Callable[[bytes], bool] | None = None) -> Result:
+        if producer.argv[0] == "mariadb-binlog":
+            host.log.append(" ".join(producer.argv))
+            raise CommandFailed(producer, Result(7, "", "mariadb-binlog: unknown variable "
+                                                        "'default-character-set=utf8mb4'"))
+        return real_pipe(producer, consumer, tap=tap)
+
+    host.pipe = pipe  # type: ignore[method-assign]
+    result, written = upgrade_with_late_writes(host, config)
+    assert result["outcome"] == "done"
+    assert sorted(host.dbs["moodle_green"].rows) == sorted(written)
+    assert result["db_copy"]["mode"] == "full"
+    assert "unknown variable" in result["db_copy"]["why"]
+    assert host.notes and "copied whole at the freeze" in host.notes[0]

@@ -20,6 +20,7 @@ from conftest import (
     HOST,
     PUBLIC,
     content,
+    db,
     fact,
     front_page,
     run_playbook,
@@ -82,6 +83,53 @@ def _stop_load(host: Any) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+# Runs on the Moodle host under systemd-run: inserts one row every 50 ms straight into the
+# live colour's database (as Moodle's users would through the site), stamped with the
+# server's time, until the colour's maintenance file appears (the freeze; like a request
+# that began before it, a last insert may land in the drain time) or /tmp/writer.stop.
+WRITER = r"""
+while [ ! -e /tmp/writer.stop ] && [ ! -e "$2/climaintenance.html" ]; do
+  mariadb -e "INSERT INTO $1.mdl_mjp_probe (t) VALUES (UNIX_TIMESTAMP(NOW(6)))" || exit 1
+  sleep 0.05
+done
+"""
+
+
+def _start_writer(host: Any, database: str, dataroot: str) -> None:
+    """A probe table, ~32 MB of filler (so the pre-copy takes seconds while rows keep
+    coming) and the writer."""
+    db(host, f"DROP TABLE IF EXISTS {database}.mdl_mjp_probe, {database}.mdl_mjp_filler;"
+             f"CREATE TABLE {database}.mdl_mjp_probe (id BIGINT AUTO_INCREMENT PRIMARY KEY,"
+             " t DECIMAL(17,6) NOT NULL) ENGINE=InnoDB;"
+             f"CREATE TABLE {database}.mdl_mjp_filler (id BIGINT AUTO_INCREMENT PRIMARY KEY,"
+             " pad VARCHAR(1000)) ENGINE=InnoDB;"
+             f"INSERT INTO {database}.mdl_mjp_filler (pad) VALUES (REPEAT('x', 1000))")
+    for _ in range(15):
+        db(host, f"INSERT INTO {database}.mdl_mjp_filler (pad) "
+                 f"SELECT pad FROM {database}.mdl_mjp_filler")
+    host.run("rm -f /tmp/writer.stop")
+    host.run(f"printf '%s' {shlex.quote(WRITER)} > /tmp/writer.sh")
+    started = host.run(f"systemd-run --unit=mjp-writer --collect bash /tmp/writer.sh {database} "
+                   f"{shlex.quote(dataroot)}")
+    assert started.rc == 0, started.stderr
+
+
+def _stop_writer(host: Any) -> None:
+    host.run("touch /tmp/writer.stop")
+    host.run("for i in $(seq 30); do systemctl is-active -q mjp-writer || break; sleep 0.5; done")
+
+
+def _journal_times(host: Any) -> dict[str, float]:
+    """When the last closed journal's pre-copy ended and its freeze began (frozen_at)."""
+    name = host.run(f"ls {STATE}/history | tail -1").stdout.strip()
+    records = [json.loads(x) for x in
+               host.file(f"{STATE}/history/{name}").content_string.splitlines()]
+    done = {r["step"]: r for r in records if r["event"] == "step_done"}
+    return {"precopied": float(done["precopy_db"]["at"]),
+            "snapshot": float(done["precopy_db"]["data"].get("snapshot_at", 0)),
+            "frozen": float(done["freeze"]["data"]["frozen_at"])}
+
+
 def _maintenance_window(records: list[dict[str, Any]]) -> float:
     times = [r["t"] for r in records if r["page"] == "maintenance"]
     return round(max(times) - min(times), 1) if times else 0.0
@@ -135,11 +183,14 @@ def test_upgrade_under_load_serves_v2_with_every_row_and_file(
     before = fact(host)
     live, idle = before["active_colour"], ({"blue", "green"} - {before["active_colour"]}).pop()
 
+    live_db, idle_db = before["colours"][live]["db_name"], f"moodle_{idle}"
+    _start_writer(host, live_db, before["colours"][live]["dataroot"])
     _start_load(host)
     try:
         run = _upgrade(standin_archives, "standin-moodle-v2.tgz", "4.5.1")
     finally:
         records = _stop_load(host)
+        _stop_writer(host)
 
     assert run.rc == 0, run.output[-3000:]
     after = fact(host)
@@ -168,6 +219,21 @@ def test_upgrade_under_load_serves_v2_with_every_row_and_file(
         f"database copy {after['last_upgrade']['db_copy_seconds']} s, "
         f"moodledata copy {after['last_upgrade']['data_copy']}"
     )
+    # Rows the writer committed before the freeze, including those after the pre-copy's
+    # snapshot (they can only have come through the binary log), are all on the new colour.
+    times = _journal_times(host)
+    written = [float(t) for t in db(host, f"SELECT t FROM {live_db}.mdl_mjp_probe").split()]
+    arrived = {float(t) for t in db(host, f"SELECT t FROM {idle_db}.mdl_mjp_probe").split()}
+    before_freeze = [t for t in written if t < times["frozen"]]
+    after_precopy = [t for t in before_freeze if t > times["precopied"]]
+    print(f"pre-copy {after['last_upgrade'].get('db_precopy_seconds')} s "
+          f"({after['last_upgrade'].get('db_copy_mode')} at the freeze); writer rows: "
+          f"{len(before_freeze)} before the freeze, {len(after_precopy)} of them after the "
+          "pre-copy")
+    assert after["last_upgrade"]["db_copy_mode"] == "binlog", after["last_upgrade"]
+    assert after_precopy, "no row was written between the pre-copy and the freeze"
+    assert set(before_freeze) <= arrived, sorted(set(before_freeze) - arrived)[:5]
+    db(host, f"DROP TABLE {live_db}.mdl_mjp_filler, {idle_db}.mdl_mjp_filler")
     assert not errors, f"connection errors or unexpected statuses: {errors[:5]}"
     assert not bad_503, f"503 that is not the maintenance page: {bad_503[:3]}"
     assert records[-1]["page"] == V2

@@ -14,6 +14,7 @@ Rules (README, "Upgrading Moodle"):
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -52,6 +53,8 @@ class Engine:
     clock: Callable[[], float] = time.time
     # Called at every step boundary with a label such as "start:freeze" (tests kill here).
     boundary: Boundary = lambda label: None
+    # Lines for the operator (fallbacks of the database copy): stderr by default.
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
 
     @property
     def state_dir(self) -> Path:
@@ -175,7 +178,7 @@ class Engine:
             config=self.config, runner=self.runner, http=self.http, plan=plan,
             data={n: s.data for n, s in r.steps.items()},
             attempts={n: s.started for n, s in r.steps.items()},
-            sleep=self.sleep, clock=self.clock,
+            sleep=self.sleep, clock=self.clock, log=self.log,
         )
 
     def _start(self, op: Operation, plan: dict[str, Any]) -> dict[str, Any]:
@@ -281,6 +284,10 @@ class Engine:
         }
         if op.name == "upgrade":
             result["upgrade_php_seconds"] = steps.get("upgrade_php")
+            copied = r.steps.get("copy_db")
+            if copied and copied.done:
+                result["db_copy"] = {k: v for k, v in copied.data.items()
+                                     if k in ("mode", "why", "from", "to", "events", "seconds")}
             kept = r.steps.get("keep_writes")
             if kept and kept.data:
                 result["kept_writes"] = kept.data

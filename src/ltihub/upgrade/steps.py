@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from .db import (
     MariaDBCommands,
     PositionTap,
     PostgresCommands,
+    TableMapCounter,
     count_rows,
     id_tables_sql,
     ident,
@@ -48,6 +50,7 @@ class Ctx:
     attempts: dict[str, int]  # step name -> how many times it has started
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
 
     @property
     def live(self) -> str:
@@ -224,28 +227,52 @@ def undo_code_link(ctx: Ctx) -> None:
         ctx.runner.run(systemctl("reload", ctx.config.php_fpm_service))
 
 
+def note(ctx: Ctx, message: str) -> str:
+    """A line for the operator on stderr (the role shows the step data, the journal keeps
+    it); returns the message for the step's data."""
+    ctx.log(f"ltihub.upgrade: {message}")
+    return message
+
+
 def precopy_db(ctx: Ctx) -> dict[str, Any]:
     """MariaDB with a ROW binary log: copy the live database while it serves, noting the
-    binary log position of the copy. Otherwise nothing (the copy happens at the freeze)."""
+    binary log coordinates of the copy. Otherwise nothing (the copy happens at the freeze).
+
+    Re-running it is safe: the idle database is emptied and loaded again from a new
+    snapshot with new coordinates (the journal keeps the last ones)."""
     c = ctx.config
-    if c.engine != "mariadb" or c.mariadb.precopy != "binlog":
-        return {"mode": "full"}
+    if c.engine != "mariadb":
+        return {"mode": "full", "why": "PostgreSQL: the frozen database is the template "
+                                       "of the copy at the freeze"}
+    if c.mariadb.precopy != "binlog":
+        return {"mode": "full", "why": note(
+            ctx, "MariaDB pre-copy off (moodle_bluegreen_db_precopy: full): the database is "
+                 "copied whole at the freeze")}
     m = ctx.mariadb()
     settings = rows(ctx.runner.run(m.binlog_settings()).stdout)
-    if not settings or settings[0][0] != "1" or settings[0][1].upper() != "ROW":
-        return {"mode": "full", "why": "the server has no binary log in ROW format"}
+    if not settings or len(settings[0]) < 3 or settings[0][0] != "1" \
+            or settings[0][1].upper() != "ROW":
+        got = "/".join(settings[0][:2]) if settings else "?"
+        return {"mode": "full", "why": note(
+            ctx, f"MariaDB has no binary log in ROW format (log_bin/binlog_format: {got}; "
+                 "the database role's database_mariadb_binlog enables it): the database is "
+                 "copied whole at the freeze")}
     basename = settings[0][2]
     live, idle = c.colours[ctx.live].db_name, c.colours[ctx.idle].db_name
     ctx.runner.run(m.recreate(idle))
     tap = PositionTap()
+    snapshot_at = ctx.clock()
     try:
         ctx.runner.pipe(m.dump(live, with_position=True), m.load(idle), tap=tap)
     except CommandFailed as error:
         raise _space_message(error, "database", ctx) from error
     if tap.found is None:
-        raise StepFailed("the database dump carried no binary log position (--master-data)")
+        return {"mode": "full", "why": note(
+            ctx, "the database dump carried no binary log position (--master-data): the "
+                 "database is copied whole at the freeze")}
     return {"mode": "binlog", "binlog_dir": os.path.dirname(basename),
-            "file": tap.found.file, "pos": tap.found.pos}
+            "file": tap.found.file, "pos": tap.found.pos, "snapshot_at": snapshot_at,
+            "seconds": round(ctx.clock() - snapshot_at, 2)}
 
 
 def undo_db(ctx: Ctx) -> None:
@@ -282,41 +309,115 @@ def undo_freeze(ctx: Ctx) -> None:
     unfreeze_colour(ctx, ctx.live)
 
 
+def _full_copy(ctx: Ctx, live: str, idle: str) -> None:
+    m = ctx.mariadb()
+    ctx.runner.run(m.recreate(idle))
+    ctx.runner.pipe(m.dump(live, with_position=False), m.load(idle))
+
+
+def _binlog_files(ctx: Ctx, start: BinlogPos, stop: BinlogPos, binlog_dir: str) -> list[str]:
+    """The binary log files from ``start`` to ``stop``; raises ReplayImpossible when the
+    server no longer has them (expired or purged)."""
+    names = [r[0] for r in rows(ctx.runner.run(ctx.mariadb().binary_logs()).stdout)]
+    if start.file not in names:
+        raise ReplayImpossible(f"binary log {start.file} of the pre-copy is gone (expired or "
+                               "purged: binlog_expire_logs_seconds shorter than the time "
+                               "since the pre-copy?)")
+    if stop.file not in names:
+        raise ReplayImpossible(f"binary log {stop.file} is not listed by the server")
+    files = names[names.index(start.file): names.index(stop.file) + 1]
+    paths = [os.path.join(binlog_dir, f) for f in files]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise ReplayImpossible(f"binary log file {missing[0]} is missing on disk")
+    return paths
+
+
+class ReplayImpossible(Exception):
+    """The binary log cannot bring the pre-copy up to date (a sentence; full copy instead)."""
+
+
+def replay_binlog(ctx: Ctx, live: str, idle: str, pre: dict[str, Any]) -> dict[str, Any]:
+    """Apply the binary log since the pre-copy to the idle database; raises ReplayImpossible
+    (nothing applied, or the idle database to be copied again) when it cannot. A full disk
+    is not one of those: it stops the step (the operation is undone)."""
+    try:
+        return _replay_binlog(ctx, live, idle, pre)
+    except CommandFailed as error:
+        if error.no_space:
+            raise
+        raise ReplayImpossible(f"reading or applying the binary log failed: {error}") from error
+
+
+def _replay_binlog(ctx: Ctx, live: str, idle: str, pre: dict[str, Any]) -> dict[str, Any]:
+    m = ctx.mariadb()
+    ctx.runner.run(m.flush_binary_logs())
+    status = rows(ctx.runner.run(m.master_status()).stdout)
+    if not status or len(status[0]) < 2:
+        raise ReplayImpossible("the server reports no binary log (SHOW MASTER STATUS)")
+    stop = BinlogPos(status[0][0], int(status[0][1]))
+    start = BinlogPos(str(pre["file"]), int(pre["pos"]))
+    paths = _binlog_files(ctx, start, stop, str(pre["binlog_dir"]))
+    # What must arrive: every table map of the live database in that stretch of the log.
+    expected = TableMapCounter(live)
+    ctx.runner.pipe(*m.scan(start, stop, paths), tap=expected)
+    want = expected.finish()
+    applied = 0
+    for filter_db in (live, idle):
+        got = TableMapCounter(idle)
+        ctx.runner.pipe(*m.replay(live, idle, start, stop, paths, filter_db=filter_db),
+                        tap=got)
+        applied = got.finish()
+        if applied == want:
+            return {"from": f"{start.file}:{start.pos}", "to": f"{stop.file}:{stop.pos}",
+                    "events": applied, "filter": "live" if filter_db == live else "idle"}
+        if applied:  # some applied, some not: the idle copy cannot be trusted
+            break
+        # Nothing passed this filter: this mariadb-binlog filters on the other name.
+    raise ReplayImpossible(f"the replay applied {applied} of the {want} table maps of "
+                           f"{live} in the binary log")
+
+
 def copy_db(ctx: Ctx) -> dict[str, Any]:
+    """At the freeze: bring the idle database up to the frozen live one.
+
+    MariaDB after a pre-copy: replay the binary log since its coordinates. A replay cannot
+    be repeated (its events would apply twice), so a second attempt of this step in the
+    same operation copies the whole (frozen) database instead; a replay that cannot be done
+    (binary log gone or incomplete) does the same, with a line saying why. In practice a
+    kill inside this step never comes back here: the re-run undoes the operation (its point
+    of no return is upgrade.php), dropping the idle copy, and starts anew from a pre-copy.
+    """
     c = ctx.config
     live, idle = c.colours[ctx.live].db_name, c.colours[ctx.idle].db_name
     started = ctx.clock()
+
+    def done(mode: str, **extra: Any) -> dict[str, Any]:
+        return {"mode": mode, **extra, "seconds": round(ctx.clock() - started, 2)}
+
     try:
         if c.engine == "postgresql":
             ctx.runner.run(ctx.pg().copy_template(live, idle))
-            return {"mode": "template", "seconds": round(ctx.clock() - started, 2)}
-        m = ctx.mariadb()
+            return done("template")
         pre = ctx.data.get("precopy_db", {})
-        # A replay interrupted half-way cannot be repeated (events would apply twice):
-        # a second attempt copies the whole (frozen) database instead.
-        if pre.get("mode") == "binlog" and ctx.attempts.get("copy_db", 1) <= 1:
-            status = rows(ctx.runner.run(m.master_status()).stdout)
-            stop = BinlogPos(status[0][0], int(status[0][1]))
-            names = [r[0] for r in rows(ctx.runner.run(m.binary_logs()).stdout)]
-            start = BinlogPos(str(pre["file"]), int(pre["pos"]))
-            if start.file not in names or stop.file not in names:
-                raise StepFailed(f"binary log {start.file} is gone (purged?): re-run the upgrade")
-            files = names[names.index(start.file): names.index(stop.file) + 1]
-            paths = [os.path.join(str(pre["binlog_dir"]), f) for f in files]
-            ctx.runner.pipe(*m.replay(live, idle, start, stop, paths))
-            mismatch = replay_mismatch(ctx, live, idle)
-            if not mismatch:
-                return {"mode": "binlog", "from": f"{start.file}:{start.pos}",
-                        "to": f"{stop.file}:{stop.pos}",
-                        "seconds": round(ctx.clock() - started, 2)}
-            # The replay missed rows (e.g. filtered out): copy the frozen database whole.
-            ctx.runner.run(m.recreate(idle))
-            ctx.runner.pipe(m.dump(live, with_position=False), m.load(idle))
-            return {"mode": "full", "why": f"binary log replay incomplete: {mismatch}",
-                    "seconds": round(ctx.clock() - started, 2)}
-        ctx.runner.run(m.recreate(idle))
-        ctx.runner.pipe(m.dump(live, with_position=False), m.load(idle))
-        return {"mode": "full", "seconds": round(ctx.clock() - started, 2)}
+        why = str(pre.get("why", "no pre-copy"))
+        if pre.get("mode") == "binlog":
+            if ctx.attempts.get("copy_db", 1) > 1:
+                why = note(ctx, "an earlier replay of the binary log was interrupted (it "
+                                "cannot be applied twice): the database is copied whole")
+            else:
+                try:
+                    replayed = replay_binlog(ctx, live, idle, pre)
+                except ReplayImpossible as error:
+                    why = note(ctx, f"{error}: the database is copied whole at the freeze")
+                else:
+                    mismatch = replay_mismatch(ctx, live, idle)
+                    if not mismatch:
+                        return done("binlog", **replayed)
+                    why = note(ctx, f"binary log replay incomplete ({mismatch}): the "
+                                    "database is copied whole at the freeze")
+        _full_copy(ctx, live, idle)
+        return done("full", why=why)
     except CommandFailed as error:
         raise _space_message(error, "database", ctx) from error
 
@@ -556,6 +657,8 @@ def record_upgrade(ctx: Ctx) -> dict[str, Any]:
         "maintenance_seconds": maintenance_seconds(ctx),
         "db_copy_seconds": ctx.data.get("copy_db", {}).get("seconds", 0),
         "db_copy_mode": ctx.data.get("copy_db", {}).get("mode", ""),
+        "db_copy_why": ctx.data.get("copy_db", {}).get("why", ""),
+        "db_precopy_seconds": ctx.data.get("precopy_db", {}).get("seconds", 0),
         "data_copy": ctx.data.get("copy_data", {}).get("stats", {}),
         "upgrade_seconds": ctx.data.get("upgrade_php", {}).get("seconds", 0),
     }
