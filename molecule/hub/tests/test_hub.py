@@ -7,13 +7,15 @@ by the later tests (refusals must not add containers; the restart must keep them
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import time
 from typing import Any
 
 import pytest
 import yaml
-from hubtest import Hub, byte_size, env_of
+from hubtest import CA, HUB, VENV, Hub, byte_size, env_of
 
 
 def _first_hub() -> str:
@@ -130,6 +132,61 @@ def test_daemon_pool_avoids_the_outer_bridge(host: Any) -> None:
 def test_moodle_service_token_lists_users(hub: Hub) -> None:
     status, users = hub.api("/users")
     assert status == 200 and isinstance(users, list)
+
+
+# Signed launches that log a class in without starting servers (the redirect to the spawn
+# page is not followed), then the module's own call: one GET /hub/api/users, no pagination.
+_BIG_CLASS = f"""
+import json, os, sys, requests
+from ltihub.launch import build_launch_params, sign_launch
+prefix, n = sys.argv[1], int(sys.argv[2])
+s = requests.Session(); s.verify = "{CA}"
+codes = {{}}
+for i in range(n):
+    user = "%s%03d" % (prefix, i)
+    params = build_launch_params(username=user, user_id=str(90000 + i), teacher=False,
+        course_id="9", course_title="Big class", resource_link_id="9",
+        moodle_url="https://moodle.example.test", custom={{"lms_sessioninfo": "9,9"}})
+    form = sign_launch("{HUB}/hub/lti/launch", os.environ["K"], os.environ["S"], params)
+    r = s.post("{HUB}/hub/lti/launch", data=form, allow_redirects=False, timeout=60)
+    codes[r.status_code] = codes.get(r.status_code, 0) + 1
+    s.cookies.clear()
+listed = s.get("{HUB}/hub/api/users", timeout=120,
+               headers={{"Authorization": "token " + os.environ["T"]}}).json()
+print(json.dumps({{"codes": codes, "listed": [u["name"] for u in listed]}}))
+"""
+
+_DELETE_USERS = f"""
+import os, sys, requests
+s = requests.Session(); s.verify = "{CA}"
+s.headers["Authorization"] = "token " + os.environ["T"]
+for name in sys.argv[1:]:
+    s.delete("{HUB}/hub/api/users/" + name, timeout=60)
+"""
+
+
+def test_a_class_of_250_is_listed_whole(host: Any, hub: Hub) -> None:
+    """mod_lticontainer's user page lists a hub's users in one unpaginated call."""
+    size, prefix = 250, "bigclass"
+    env = (
+        f"K={shlex.quote(hub.cfg['key'])} S={shlex.quote(hub.cfg['secret'])} "
+        f"T={shlex.quote(hub.cfg['service_token'])}"
+    )
+    names = [f"{prefix}{i:03d}" for i in range(size)]
+    try:
+        out = host.check_output(
+            f"{env} {VENV}/bin/python - {prefix} {size} <<'EOF'\n{_BIG_CLASS}\nEOF"
+        )
+        result = json.loads(out)
+        assert result["codes"] == {"302": size}, f"not every launch logged in: {result['codes']}"
+        listed = set(result["listed"])
+        missing = [n for n in names if n not in listed]
+        assert not missing, (
+            f"GET /hub/api/users listed {len(listed)} users; {len(missing)} of the class are "
+            f"missing (first: {missing[:3]})"
+        )
+    finally:
+        host.run(f"{env} {VENV}/bin/python - {' '.join(names)} <<'EOF'\n{_DELETE_USERS}\nEOF")
 
 
 # ---- a student's launch -------------------------------------------------------------------
