@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import time
 from typing import Any
@@ -173,6 +174,7 @@ def test_a_class_of_250_is_listed_whole(host: Any, hub: Hub) -> None:
         f"T={shlex.quote(hub.cfg['service_token'])}"
     )
     names = [f"{prefix}{i:03d}" for i in range(size)]
+    hub.wait_api()  # an earlier test may have just restarted the hub
     try:
         out = host.check_output(
             f"{env} {VENV}/bin/python - {prefix} {size} <<'EOF'\n{_BIG_CLASS}\nEOF"
@@ -289,6 +291,87 @@ def test_teacher_launch(hub: Hub) -> None:
     # the same named volumes as the student's: shared course data
     student_mounts = {m.get("Name") for m in hub.inspect(hub.container_of(STUDENT))["Mounts"]}
     assert vol("sub", "hw") in student_mounts & {m.get("Name") for m in info["Mounts"]}
+
+
+# ---- the block-programming image (JupyterLab-Broccoli, role notebook_images) -------------------
+BROCCOLI = "jupyterhub/broccoli:0.4.7"
+BLOCK_USER, BLOCK_USER_ID = "block1", "131"
+BLOCK_EXTENSIONS = ("jupyterlab-broccoli-extension", "jupyterlab-broccoli-turtle")
+
+# Logs in with a signed launch that names the image, then loads JupyterLab as a browser does:
+# the page's configuration lists the prebuilt extensions the browser loads, and each one's
+# entry script must be served through the proxy.
+_LAB_EXTENSIONS = f"""
+import json, os, re, sys, requests
+from ltihub.launch import build_launch_params, run_launch, sign_launch
+user, image = sys.argv[1], sys.argv[3]
+s = requests.Session(); s.verify = "{CA}"
+params = build_launch_params(username=user, user_id=sys.argv[2], teacher=False, course_id="2",
+    course_title="T", resource_link_id="1", moodle_url="https://moodle.example.test",
+    custom={{"lms_sessioninfo": "3,7", "lms_image": image}})
+form = sign_launch("{HUB}/hub/lti/launch", os.environ["K"], os.environ["S"], params)
+report = run_launch(s, url="{HUB}/hub/lti/launch", hub="{HUB}", form=form, timeout=180,
+                    poll_interval=1)
+out = {{"launch": report.result, "extensions": {{}}}}
+lab = s.get("{HUB}/user/" + user + "/lab", timeout=60)
+out["lab_status"] = lab.status_code
+found = re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>',
+                  lab.text, re.S)
+config = json.loads(found.group(1)) if found else {{}}
+for ext in config.get("federated_extensions", []):
+    entry = s.get("{HUB}" + config["fullLabextensionsUrl"] + "/" + ext["name"] + "/" + ext["load"],
+                  timeout=60)
+    out["extensions"][ext["name"]] = entry.status_code
+print(json.dumps(out))
+"""
+
+
+def _stop_and_delete_user(hub: Hub, user: str) -> None:
+    """As mod_lticontainer's user page: stop the server (its container goes with it), then
+    delete the user (refused with 400 while the server is still stopping)."""
+    hub.api(f"/users/{user}/server", method="DELETE")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        status, _ = hub.api(f"/users/{user}", method="DELETE")
+        if status in (204, 404):
+            return
+        time.sleep(2)
+
+
+def test_block_programming_image_reaches_jupyterlab_with_broccoli(host: Any, hub: Hub) -> None:
+    # what mod_lticontainer lists for the teacher: the hub's images whose name has "jupyterhub"
+    listed = host.check_output("docker images --format '{{.Repository}}:{{.Tag}}'").split()
+    assert BROCCOLI in listed and "jupyterhub" in BROCCOLI.split(":")[0], listed
+    try:
+        report = hub.launch(
+            BLOCK_USER, "--user-id", BLOCK_USER_ID, "--open",
+            "--custom", "lms_sessioninfo=3,7",
+            "--custom", f"lms_image={BROCCOLI.replace(':', ' : ')}",  # as Moodle's form writes it
+        )
+        assert report["result"] == "ok", report
+        assert report["page_title"] == "JupyterLab", report
+        name = hub.container_of(BLOCK_USER)
+        assert hub.inspect(name)["Config"]["Image"] == BROCCOLI
+        # installed and enabled in the user's container ...
+        listing = re.sub(
+            r"\x1b\[[0-9;]*m", "", hub.exec(name, "/opt/conda/bin/jupyter labextension list 2>&1")
+        )
+        for ext in BLOCK_EXTENSIONS:
+            assert re.search(rf"^\s+{re.escape(ext)} v0\.4\.7 enabled\b", listing, re.M), listing
+        # ... the turtle blocks' generated code finds its module ...
+        hub.exec(name, "/opt/conda/bin/python3 -c 'from jbturtle import *'")
+        # ... and the user's JupyterLab hands both extensions to the browser
+        env = f"K={shlex.quote(hub.cfg['key'])} S={shlex.quote(hub.cfg['secret'])}"
+        out = json.loads(host.check_output(
+            f"{env} {VENV}/bin/python - {BLOCK_USER} {BLOCK_USER_ID} {shlex.quote(BROCCOLI)} "
+            f"<<'EOF'\n{_LAB_EXTENSIONS}\nEOF"
+        ))
+        assert out["launch"] == "ok" and out["lab_status"] == 200, out
+        for ext in BLOCK_EXTENSIONS:
+            assert out["extensions"].get(ext) == 200, out
+    finally:
+        _stop_and_delete_user(hub, BLOCK_USER)
+    assert not [n for n in hub.containers() if n.endswith("-" + BLOCK_USER)]
 
 
 # ---- launches that must be refused ----------------------------------------------------------
