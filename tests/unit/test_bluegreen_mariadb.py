@@ -93,6 +93,16 @@ def table(srv: Server, db: str) -> list[str]:
     return srv.sql(f"SELECT id, v, HEX(b) FROM {db}.mdl_log ORDER BY id").splitlines()  # noqa: S608
 
 
+
+def live_blue(tmp_path: Path, server: Server) -> tuple[Ctx, list[str]]:
+    """The program's context on a site whose live colour is blue; the notes it logs."""
+    notes: list[str] = []
+    ctx = Ctx(config=config(tmp_path, server), runner=SubprocessRunner(),
+              http=None,  # type: ignore[arg-type]
+              plan={"live": "blue", "idle": "green", "fact": {}}, data={}, attempts={},
+              log=notes.append)
+    return ctx, notes
+
 def test_precopy_then_replay_brings_every_change_and_nothing_else(
         tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     # The database role's [client] group holds default-character-set, which mariadb-binlog
@@ -109,11 +119,7 @@ def test_precopy_then_replay_brings_every_change_and_nothing_else(
         " v VARCHAR(50), b LONGBLOB) ENGINE=InnoDB;"
         "CREATE TABLE other_site.t (id INT PRIMARY KEY);"
         "INSERT INTO moodle_blue.mdl_log (v) VALUES ('before 1'), ('before 2'), ('gone')")
-    cfg = config(tmp_path, server)
-    notes: list[str] = []
-    ctx = Ctx(config=cfg, runner=SubprocessRunner(), http=None,  # type: ignore[arg-type]
-              plan={"live": "blue", "idle": "green", "fact": {}}, data={}, attempts={},
-              log=notes.append)
+    ctx, notes = live_blue(tmp_path, server)
     pre = precopy_db(ctx)
     assert pre["mode"] == "binlog", pre
     assert pre["file"].startswith("mariadb-bin.") and pre["pos"] > 0
@@ -145,11 +151,7 @@ def test_expired_coordinates_copy_whole(tmp_path: Path, server: Server) -> None:
                "CREATE DATABASE moodle_blue; CREATE DATABASE moodle_green;"
                "CREATE TABLE moodle_blue.mdl_log (id BIGINT AUTO_INCREMENT PRIMARY KEY,"
                " v VARCHAR(50), b LONGBLOB); INSERT INTO moodle_blue.mdl_log (v) VALUES ('a')")
-    cfg = config(tmp_path, server)
-    notes: list[str] = []
-    ctx = Ctx(config=cfg, runner=SubprocessRunner(), http=None,  # type: ignore[arg-type]
-              plan={"live": "blue", "idle": "green", "fact": {}}, data={}, attempts={},
-              log=notes.append)
+    ctx, notes = live_blue(tmp_path, server)
     pre = precopy_db(ctx)
     server.sql("INSERT INTO moodle_blue.mdl_log (v) VALUES ('after the pre-copy');"
                "FLUSH BINARY LOGS")
