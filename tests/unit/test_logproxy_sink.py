@@ -167,19 +167,25 @@ def test_moodle_down_drops_with_a_counted_warning(caplog: pytest.LogCaptureFixtu
     assert TOKEN not in ours(caplog)
 
 
-def test_submit_returns_at_once_while_moodle_hangs() -> None:
-    release = asyncio.Event()
+async def hanging_moodle(release: asyncio.Event) -> tuple[TestServer, LaunchInfo]:
+    """A Moodle whose write_nblogs calls wait until ``release`` is set, and a launch of it."""
 
-    async def slow(_request: web.Request) -> web.Response:
+    async def hang(_request: web.Request) -> web.Response:
         await release.wait()
         return web.Response(text="null")
 
+    app = web.Application()
+    app.router.add_post("/webservice/rest/server.php", hang)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server, LaunchInfo("1", "2", str(server.make_url("/")).rstrip("/"), "", TOKEN)
+
+
+def test_submit_returns_at_once_while_moodle_hangs() -> None:
+    release = asyncio.Event()
+
     async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/webservice/rest/server.php", slow)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        launch = LaunchInfo("1", "2", str(server.make_url("/")).rstrip("/"), "", TOKEN)
+        server, launch = await hanging_moodle(release)
         sink = MoodleSink(SinkSettings(workers=1, timeout=30))
         await sink.start()
         loop = asyncio.get_running_loop()
@@ -352,16 +358,8 @@ def test_drops_held_back_by_the_rate_limit_are_reported_later(
 ) -> None:
     release = asyncio.Event()
 
-    async def hang(_request: web.Request) -> web.Response:
-        await release.wait()
-        return web.Response(text="null")
-
     async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/webservice/rest/server.php", hang)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        launch = LaunchInfo("1", "2", str(server.make_url("/")).rstrip("/"), "", TOKEN)
+        server, launch = await hanging_moodle(release)
         sink = MoodleSink(SinkSettings(workers=1, queue_size=1, warn_interval=0.2, timeout=30))
         await sink.start()
         sink.submit(launch, record("s", 0))
