@@ -14,7 +14,6 @@ Rules (README, "Upgrading Moodle"):
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from .steps import (
     Operation,
     count_writes,
     read_fact,
+    to_stderr,
 )
 
 Boundary = Callable[[str], None]
@@ -54,7 +54,7 @@ class Engine:
     # Called at every step boundary with a label such as "start:freeze" (tests kill here).
     boundary: Boundary = lambda label: None
     # Lines for the operator (fallbacks of the database copy): stderr by default.
-    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+    log: Callable[[str], None] = to_stderr
 
     @property
     def state_dir(self) -> Path:

@@ -40,6 +40,11 @@ class StepFailed(Exception):
     """A step could not do its work (a sentence for the operator)."""
 
 
+def to_stderr(line: str) -> None:
+    """Where the program's lines for the operator go unless a caller says otherwise."""
+    print(line, file=sys.stderr, flush=True)
+
+
 @dataclass
 class Ctx:
     config: Config
@@ -50,7 +55,7 @@ class Ctx:
     attempts: dict[str, int]  # step name -> how many times it has started
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time
-    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+    log: Callable[[str], None] = to_stderr
 
     @property
     def live(self) -> str:
