@@ -8,7 +8,9 @@ to ``.cache/test-logs/<stage>.log`` and its log is printed, whole, when it ends,
 output of two stages never interleaves. After the first failure no new stage starts,
 the running ones finish (molecule destroys its hosts), and the run fails.
 
-The last lines are the table and ``stages: N passed, N failed``.
+The last lines are a short digest of why each failed stage failed (pytest's ``FAILED``
+lines, Ansible's ``fatal:`` lines), then the table and ``stages: N passed, N failed``: a
+CI that keeps only the tail of the output still shows the cause.
 
 Usage: run_tests.py [--jobs N] [--only NAME[,NAME]] [--list]
 """
@@ -17,10 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -112,6 +115,7 @@ class Runner:
                 if proc.poll() is not None:
                     del running[name]
                     self.finish(proc, result)
+        self.digest()
         self.table(pending)
         return not self.failed() and not pending
 
@@ -141,6 +145,18 @@ class Runner:
         verdict = "passed" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
         self.say(f"{result.stage.name} {verdict} in {fmt(result.seconds)}")
 
+    def digest(self, max_lines: int = 6) -> None:
+        """A few lines per failed stage that say why: its failed tests, else its fatal tasks."""
+        for r in self.results.values():
+            if r.returncode in (0, None) or r.log is None or not r.log.exists():
+                continue
+            with r.log.open(errors="replace") as log:
+                causes = failure_causes(log)
+            print(f"\nWhy {r.stage.name} failed ({len(causes)} found, last "
+                  f"{min(len(causes), max_lines)}; whole log: {r.log}):", file=self.out)
+            for line in causes[-max_lines:]:
+                print("  " + line[:200], file=self.out)
+
     def table(self, not_run: Sequence[Stage]) -> None:
         total = time.monotonic() - self.t0
         rows = [("stage", "start", "time", "result")]
@@ -157,6 +173,44 @@ class Runner:
         passed = sum(1 for r in self.results.values() if r.returncode == 0)
         failed = len(self.results) - passed + len(not_run)
         print(f"stages: {passed} passed, {failed} failed", file=self.out, flush=True)
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def strip_colour(line: str) -> str:
+    return ANSI.sub("", line)
+
+
+def clean(line: str) -> str:
+    """A log line without colours and without the frame molecule draws around a step's output."""
+    return strip_colour(line).strip().lstrip("│ ").rstrip()
+
+
+def failure_causes(lines: Iterable[str]) -> list[str]:
+    """What in a stage's log names its failure: pytest's short summary, else `fatal:` tasks.
+
+    Tests that expect a playbook to fail log `fatal:` lines too, so when pytest names failed
+    tests only those count. Molecule wraps its output at 80 columns: an entry of the summary
+    is joined back from its continuation lines.
+    """
+    tests: list[str] = []
+    fatal: list[str] = []
+    in_summary = False
+    for raw in lines:
+        text = clean(raw)
+        if "short test summary info" in text:
+            in_summary = True
+        elif in_summary:
+            if text.startswith("=") and text.strip("=").strip():
+                in_summary = False  # "=== 1 failed, 23 passed in ... ===" ends it
+            elif text.startswith(("FAILED", "ERROR")):
+                tests.append(text)
+            elif tests and text and not text.startswith("="):
+                tests[-1] += " " + text
+        elif text.startswith("fatal: ["):
+            fatal.append(text)
+    return tests or fatal
 
 
 def fmt(seconds: float) -> str:

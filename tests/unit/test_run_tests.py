@@ -97,3 +97,32 @@ def test_default_plan_balances_two_slots() -> None:
     naive = ["lint", "unit", "molecule default", "molecule moodle_ops", "molecule moodle"]
     assert _makespan(plan, minutes) == 33  # ops + moodle | lint + unit + default = 29
     assert _makespan(naive, minutes) == 36
+
+
+def test_the_digest_before_the_table_names_the_failed_test(tmp_path: Path) -> None:
+    # A molecule log: a playbook a test expected to fail, then pytest's summary wrapped at
+    # 80 columns inside molecule's frame, then a lot of other output.
+    log = tmp_path / "scenario-output.txt"
+    log.write_text(
+        "  \u2502 fatal: [host]: FAILED! => a playbook the test expected to fail\n"
+        "  \u2502 ========== short test summary info\n"
+        "  \u2502   ==========\n"
+        "  \u2502 \x1b[31mFAILED\x1b[0m\n"
+        "  \u2502   tests/test_x.py::test_backup - AssertionError:\n"
+        "  \u2502   no rows\n"
+        "  \u2502 ===== 1 failed, 3 passed in 1.00s =====\n"
+        + "".join(f"noise {i}\n" for i in range(500)),
+        encoding="utf-8",
+    )
+    out = io.StringIO()
+    cat_and_fail = py("import sys; print(open(sys.argv[1]).read()); sys.exit(1)")
+    stages = [Stage("ok", py("print('fine')")), Stage("scenario", (*cat_and_fail, str(log)))]
+    assert not Runner(stages, jobs=2, out=out).run()
+    tail = out.getvalue().strip().splitlines()[-10:]  # what a CI that keeps the tail shows
+    assert "  FAILED tests/test_x.py::test_backup - AssertionError: no rows" in tail
+    assert not any("noise" in line or "expected to fail" in line for line in tail)
+
+
+def test_without_failed_tests_the_digest_shows_the_fatal_tasks() -> None:
+    lines = ["PLAY [x]\n", "fatal: [hub1]: FAILED! => {\"msg\": \"no space left\"}\n", "ok\n"]
+    assert run_tests.failure_causes(lines) == ['fatal: [hub1]: FAILED! => {"msg": "no space left"}']
