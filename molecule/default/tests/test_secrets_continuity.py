@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hub" / "tests"))
+from hubtest import run_play  # noqa: E402
+
 testinfra_hosts = ["ansible://moodle"]
 
-REPO = Path(__file__).resolve().parents[3]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 FINGERPRINTS = "/etc/mjp/secret-fingerprints"
 
 PLAYBOOK = """\
@@ -49,19 +50,9 @@ def _secrets_dir() -> Path:
 def run_guard(
     tmp_path: Path, target: str, role: str, *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    playbook = tmp_path / "guard.yml"
-    playbook.write_text(PLAYBOOK)
-    env = {
-        **os.environ,
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
-    env.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
-    return subprocess.run(  # noqa: S603
-        [str(ANSIBLE_PLAYBOOK), "-i", _inventory(), "--check",
-         "-e", f"target={target}", "-e", f"guarded_role={role}", *extra, str(playbook)],
-        capture_output=True, text=True, env=env, check=False, timeout=300,
+    return run_play(
+        tmp_path, PLAYBOOK, "--check", "-e", f"target={target}", "-e", f"guarded_role={role}",
+        *extra, molecule_config=False, timeout=300,
     )
 
 

@@ -9,10 +9,16 @@ own jupyterhub_config.py (root-only), so the tests use what the role deployed.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parents[3]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 VENV = "/opt/jupyterhub"
 CONFIG = "/etc/jupyterhub/jupyterhub_config.py"
 HUB = "https://localhost"
@@ -160,3 +166,30 @@ def byte_size(value: int | float | str) -> int:
     if text[-1:] in units:
         return int(float(text[:-1]) * units[text[-1]])
     return int(float(text))
+
+
+def run_play(
+    tmp_path: Path, text: str, *args: str, molecule_config: bool = True, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run a play of a test (``text``, YAML) against the scenario's inventory with our roles.
+
+    ``molecule_config``: use molecule's own ansible.cfg (its connection and fact cache) when
+    the scenario has one; otherwise, and always without it, the repository's. Colours off,
+    so tests can read the output.
+    """
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(text)
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+    ephemeral = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
+    if molecule_config and (ephemeral / "ansible.cfg").is_file():
+        env["ANSIBLE_CONFIG"] = str(ephemeral / "ansible.cfg")
+    env.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
+    return subprocess.run(  # noqa: S603 - our own roles, argument list
+        [str(ANSIBLE_PLAYBOOK), "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args, str(playbook)],
+        capture_output=True, text=True, env=env, cwd=REPO, check=False, timeout=timeout,
+    )

@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hubtest import CONNECT_SCRIPT, Hub
+from hubtest import CONNECT_SCRIPT, Hub, run_play
 
 
 def _inventory() -> dict[str, Any]:
@@ -50,8 +48,6 @@ PIDS_LIMIT = 512  # jupyterhub_notebook_pids_limit (default)
 HUB_PORT = 8081  # jupyterhub_hub_port
 EXAM, EXAM_ID = "cfexam", "304"
 
-REPO = Path(__file__).resolve().parents[3]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 # "Outside" the hub: a network namespace on the hub behind a veth pair, reached from the
 # notebook containers the way any other network is (forwarded, NAT by the engine). The
@@ -256,24 +252,8 @@ def outside(host: Any) -> Iterator[Outside]:
 
 def apply_confinement(tmp_path: Path, **extra_vars: Any) -> str:
     """Run the role's confinement tasks on the first hub; return the output (rc 0 asserted)."""
-    playbook = tmp_path / "confinement.yml"
-    playbook.write_text(_CONFINEMENT_PLAYBOOK)
-    env = {
-        **os.environ,
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
-    ephemeral = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
-    if (ephemeral / "ansible.cfg").is_file():  # molecule's own (connection, fact cache)
-        env["ANSIBLE_CONFIG"] = str(ephemeral / "ansible.cfg")
-    env.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
     extra = {"target": _first_hub(), **extra_vars}
-    run = subprocess.run(  # noqa: S603 - our own role, argument list
-        [str(ANSIBLE_PLAYBOOK), "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-         "-e", json.dumps(extra), str(playbook)],
-        capture_output=True, text=True, env=env, cwd=REPO, check=False, timeout=600,
-    )
+    run = run_play(tmp_path, _CONFINEMENT_PLAYBOOK, "-e", json.dumps(extra))
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
     return output
