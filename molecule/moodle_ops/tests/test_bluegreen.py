@@ -383,32 +383,65 @@ def test_a_refused_target_changes_nothing(host: Any, standin_archives: Any) -> N
 # ----------------------------------------------------------------- kills of the program
 
 
-def test_an_upgrade_killed_after_the_database_copy_heals_on_the_next_run(
+# Where the chain below kills the program, in order: each re-run first heals the run before
+# (undoes it from the journal, or finishes it past the point of no return) and is then killed
+# at the next boundary. "start:<step>" is right after the journal records the step as begun,
+# which is what a kill in the middle of that step leaves behind.
+KILL_CHAIN = ["after:freeze", "start:copy_db", "start:upgrade_php", "after:switch"]
+
+
+def test_an_upgrade_killed_at_each_step_in_turn_heals_on_every_rerun(
     host: Any, standin_archives: Any
 ) -> None:
-    """SIGKILL of the host-side program between the database copy and upgrade.php (before
-    its point of no return): the site stays frozen and locked out of other tools while a
-    process holds the lock; the same playbook again undoes the interrupted run from the
-    journal and upgrades, and every row is there on v2."""
-    before = fact(host)
-    live = before["active_colour"]
+    """SIGKILL of the host-side program after the freeze, during the database copy, during
+    upgrade.php and after the proxies switched but before the record, one run after the
+    other: the site stays frozen and locked out of other tools while a process holds the
+    lock; each re-run of the same playbook heals the run before from the journal, and the
+    last one finishes the upgrade with every row and pool file of before the freeze."""
+    live = fact(host)["active_colour"]
     rows = [r["content"] for r in content(host)["rows"]]
     files = [f["contenthash"] for f in content(host)["files"]]
 
+    for number, kill_at in enumerate(KILL_CHAIN):
+        run = _upgrade(standin_archives, "standin-moodle-v2.tgz", "4.5.1",
+                       moodle_bluegreen_discard_writes=True,
+                       moodle_bluegreen_test_kill_at=kill_at)
+        assert run.rc != 0 and "killed by signal 9" in run.output, (kill_at, run.output[-3000:])
+        if number:
+            assert "from its journal" in run.output, kill_at  # the run before was healed
+        assert host.file(JOURNAL).exists
+        if kill_at != "after:switch":
+            assert front_page(host)[0] == 503, kill_at  # frozen: the maintenance page
+        status_run = run_playbook("moodle_status.yml")
+        assert status_run.rc == 0 and status_run.changed == 0
+        assert "Interrupted: upgrade" in status_run.output
+        will = "will finish the upgrade" if kill_at == "after:switch" else "will undo the upgrade"
+        assert will in status_run.output, kill_at
+        if number == 0:
+            _other_tools_refuse_while_a_process_holds_the_lock(host)
+
     run = _upgrade(standin_archives, "standin-moodle-v2.tgz", "4.5.1",
-                   moodle_bluegreen_discard_writes=True,
-                   moodle_bluegreen_test_kill_at="after:copy_db")
+                   moodle_bluegreen_discard_writes=True)
 
-    assert run.rc != 0
-    assert "killed by signal 9" in run.output
-    assert host.file(JOURNAL).exists
-    assert front_page(host)[0] == 503  # frozen: the maintenance page
-    status_run = run_playbook("moodle_status.yml")
-    assert status_run.rc == 0 and status_run.changed == 0
-    assert "Interrupted: upgrade" in status_run.output
-    assert "will undo the upgrade" in status_run.output
+    assert run.rc == 0, run.output[-3000:]
+    assert "was finished from its journal" in run.output
+    after = fact(host)
+    assert after["active_colour"] != live and after["frozen"] == live
+    status, body = front_page(host)
+    assert status == 200 and f"Moodle {V2}" in body
+    listing = content(host)
+    assert listing["release"] == V2
+    assert [r["content"] for r in listing["rows"]] == rows
+    assert [f["contenthash"] for f in listing["files"]] == files
+    assert all(f["ondisk"] and f["intact"] for f in listing["files"])
+    assert not host.file(JOURNAL).exists
+    assert [h["outcome"] for h in _history(host)[-len(KILL_CHAIN):]] == (
+        ["undone"] * (len(KILL_CHAIN) - 1) + ["done"])
+    assert host.service(f"moodle-cron-{after['active_colour']}.timer").is_running
+    assert not host.service(f"moodle-cron-{live}.timer").is_running
 
-    # While a living process holds the lock, the other tools refuse.
+
+def _other_tools_refuse_while_a_process_holds_the_lock(host: Any) -> None:
     holder = host.run(f"systemd-run --unit=mjp-lockholder --collect "
                       f"flock -x {STATE}/lock sleep 600")
     assert holder.rc == 0, holder.stderr
@@ -425,25 +458,6 @@ def test_an_upgrade_killed_after_the_database_copy_heals_on_the_next_run(
     finally:
         host.run("systemctl stop mjp-lockholder")
     assert host.file(JOURNAL).exists, "a refusing tool changed the journal"
-
-    run = _upgrade(standin_archives, "standin-moodle-v2.tgz", "4.5.1",
-                   moodle_bluegreen_discard_writes=True)
-
-    assert run.rc == 0, run.output[-3000:]
-    assert "was undone from its journal" in run.output
-    after = fact(host)
-    assert after["active_colour"] != live and after["frozen"] == live
-    status, body = front_page(host)
-    assert status == 200 and f"Moodle {V2}" in body
-    listing = content(host)
-    assert listing["release"] == V2
-    assert [r["content"] for r in listing["rows"]] == rows
-    assert [f["contenthash"] for f in listing["files"]] == files
-    assert all(f["ondisk"] and f["intact"] for f in listing["files"])
-    assert not host.file(JOURNAL).exists
-    assert [h["outcome"] for h in _history(host)[-2:]] == ["undone", "done"]
-    assert host.service(f"moodle-cron-{after['active_colour']}.timer").is_running
-    assert not host.service(f"moodle-cron-{live}.timer").is_running
 
 
 def test_a_rollback_killed_after_the_switch_is_finished_by_the_next_run(host: Any) -> None:
