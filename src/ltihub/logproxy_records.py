@@ -86,12 +86,14 @@ def launch_from_form(
     parts = urlsplit(server_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise LaunchRejected("lms_serverurl is not an http(s) URL")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as error:
+        raise LaunchRejected("lms_serverurl has a port that is not a number") from error
     if parts.query or parts.fragment or parts.username or parts.password:
         raise LaunchRejected("lms_serverurl carries a query, fragment or credentials")
-    allowed = [url.rstrip("/") for url in allowed_urls]
-    if allowed and not any(
-        server_url.rstrip("/") == url or server_url.startswith(url + "/") for url in allowed
-    ):
+    allowed = list(allowed_urls)
+    if allowed and not any(same_site_or_below(server_url, url) for url in allowed):
         raise LaunchRejected(f"Moodle {parts.scheme}://{parts.netloc} is not allowed")
     inst_id, _, lti_id = form.get("custom_lms_sessioninfo", "").partition(",")
     return LaunchInfo(
@@ -100,6 +102,38 @@ def launch_from_form(
         server_url=server_url,
         server_path=form.get("custom_lms_serverpath", "").strip(),
         rpc_token=token,
+    )
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _site(url: str) -> tuple[str, str, int | None, str]:
+    """Scheme, host (lower case), port (the scheme's default when none is written) and path
+    without its trailing slash: two spellings of one site compare equal."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: matches nothing
+        port = -1
+    return (scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme),
+            parts.path.rstrip("/"))
+
+
+def same_site_or_below(url: str, allowed: str) -> bool:
+    """Whether ``url`` is the Moodle site ``allowed`` or a path under it.
+
+    mod_lticontainer sends ``lms_serverurl`` with the port written out
+    (``https://moodle.example.edu:443``) while an operator writes the site as users see
+    it: the scheme's default port counts as written.
+    """
+    scheme, host, port, path = _site(url)
+    a_scheme, a_host, a_port, a_path = _site(allowed)
+    return (
+        (scheme, host, port) == (a_scheme, a_host, a_port)
+        and bool(host)
+        and (path == a_path or path.startswith(a_path + "/"))
     )
 
 

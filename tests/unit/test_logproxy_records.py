@@ -45,7 +45,8 @@ def test_launch_without_token_or_server_logs_nothing() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://moodle", "moodle.example.edu", "https://", "https://u:p@moodle", "https://m/?x=1"],
+    ["ftp://moodle", "moodle.example.edu", "https://", "https://u:p@moodle", "https://m/?x=1",
+     "https://m:x", "https://m:99999"],
 )
 def test_launch_with_unusable_server_url_is_rejected(url: str) -> None:
     with pytest.raises(LaunchRejected):
@@ -61,6 +62,34 @@ def test_allowed_moodle_urls() -> None:
             {**FORM, "custom_lms_serverurl": "https://moodle.example.edu.evil"},
             ["https://moodle.example.edu"],
         )
+
+
+def test_the_module_spelling_with_the_port_is_the_same_site() -> None:
+    # mod_lticontainer 1.6.3 sends scheme://host:port (lti_edit.class.php); operators list
+    # the site as users see it.
+    real = {**FORM, "custom_lms_serverurl": "https://moodle.example.edu:443"}
+    assert launch_from_form(real, ["https://moodle.example.edu"]) is not None
+    assert launch_from_form(FORM, ["https://Moodle.Example.edu:443/"]) == LAUNCH
+    assert launch_from_form(
+        {**FORM, "custom_lms_serverurl": "http://moodle.example.edu:80"},
+        ["http://moodle.example.edu"],
+    ) is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://moodle.example.edu:8443", "https://moodle.example.edu"),  # another port
+        ("http://moodle.example.edu:443", "https://moodle.example.edu"),  # another scheme
+        ("https://moodle.example.edu:443", "http://moodle.example.edu"),
+        ("https://moodle.example.edu", "https://moodle.example.edu/moodle"),  # above the path
+        ("https://moodle.example.edu/moodle2", "https://moodle.example.edu/moodle"),
+        ("https://moodle.example.edu:x", "https://moodle.example.edu"),  # not a port
+    ],
+)
+def test_other_sites_stay_refused(url: str, allowed: str) -> None:
+    with pytest.raises(LaunchRejected):
+        launch_from_form({**FORM, "custom_lms_serverurl": url}, [allowed])
 
 
 def test_rest_url_and_endpoint() -> None:

@@ -56,7 +56,7 @@ user, user_id, token = sys.argv[1], sys.argv[2], os.environ["T"]
 s = requests.Session(); s.verify = CA
 params = build_launch_params(username=user, user_id=user_id, teacher=False, course_id="2",
     course_title="T", resource_link_id="1", moodle_url="https://moodle1",
-    custom={"lms_sessioninfo": "3,7", "lms_serverurl": "https://moodle1",
+    custom={"lms_sessioninfo": "3,7", "lms_serverurl": "https://moodle1:443",  # as the module
             "lms_serverpath": "", "lms_rpctoken": token})
 form = sign_launch(HUB + "/hub/lti/launch", os.environ["K"], os.environ["S"], params)
 report = run_launch(s, url=HUB + "/hub/lti/launch", hub=HUB, form=form, timeout=180,
