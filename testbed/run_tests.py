@@ -176,6 +176,8 @@ class Runner:
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The last line of a Python traceback: "TypeError: expected string ..."
+TRACEBACK_END = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)(: |$)")
 
 
 def strip_colour(line: str) -> str:
@@ -188,7 +190,8 @@ def clean(line: str) -> str:
 
 
 def failure_causes(lines: Iterable[str]) -> list[str]:
-    """What in a stage's log names its failure: pytest's short summary, else `fatal:` tasks.
+    """What in a stage's log names its failure: pytest's short summary, else `fatal:` tasks,
+    else the last lines of tracebacks and molecule's ERROR lines (a tool that crashed).
 
     Tests that expect a playbook to fail log `fatal:` lines too, so when pytest names failed
     tests only those count. Molecule wraps its output at 80 columns: an entry of the summary
@@ -196,6 +199,7 @@ def failure_causes(lines: Iterable[str]) -> list[str]:
     """
     tests: list[str] = []
     fatal: list[str] = []
+    other: list[str] = []
     in_summary = False
     for raw in lines:
         text = clean(raw)
@@ -210,7 +214,9 @@ def failure_causes(lines: Iterable[str]) -> list[str]:
                 tests[-1] += " " + text
         elif text.startswith("fatal: ["):
             fatal.append(text)
-    return tests or fatal
+        elif TRACEBACK_END.match(text) or text.startswith("ERROR    "):
+            other.append(text)  # a tool that crashed, or molecule naming the failed step
+    return tests or fatal or other
 
 
 def fmt(seconds: float) -> str:

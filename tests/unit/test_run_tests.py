@@ -126,3 +126,16 @@ def test_the_digest_before_the_table_names_the_failed_test(tmp_path: Path) -> No
 def test_without_failed_tests_the_digest_shows_the_fatal_tasks() -> None:
     lines = ["PLAY [x]\n", "fatal: [hub1]: FAILED! => {\"msg\": \"no space left\"}\n", "ok\n"]
     assert run_tests.failure_causes(lines) == ['fatal: [hub1]: FAILED! => {"msg": "no space left"}']
+
+
+def test_a_crashed_tool_is_named_by_its_traceback() -> None:
+    lines = [
+        "ERROR    moodle_ops \u279c verify: Executed: Failed\n",
+        "  \u2502 Traceback (most recent call last):\n",
+        "  \u2502   File \"shlex.py\", line 329, in quote\n",
+        "  \u2502 TypeError: expected string or bytes-like object, got 'int'\n",
+    ]
+    assert run_tests.failure_causes(lines) == [
+        "ERROR    moodle_ops \u279c verify: Executed: Failed",
+        "TypeError: expected string or bytes-like object, got 'int'",
+    ]
