@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from .logproxy_wire import KernelFrame
+from .oauth1 import base_string_uri
 
 log = logging.getLogger("ltihub.logproxy")
 
@@ -105,36 +106,24 @@ def launch_from_form(
     )
 
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _site(url: str) -> tuple[str, str, int | None, str]:
-    """Scheme, host (lower case), port (the scheme's default when none is written) and path
-    without its trailing slash: two spellings of one site compare equal."""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:  # a port that is not a number: matches nothing
-        port = -1
-    return (scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme),
-            parts.path.rstrip("/"))
-
-
 def same_site_or_below(url: str, allowed: str) -> bool:
     """Whether ``url`` is the Moodle site ``allowed`` or a path under it.
 
     mod_lticontainer sends ``lms_serverurl`` with the port written out
     (``https://moodle.example.edu:443``) while an operator writes the site as users see
-    it: the scheme's default port counts as written.
+    it. Both are compared in OAuth's normal form (:func:`ltihub.oauth1.base_string_uri`:
+    scheme and host in lower case, no default port), which the launch signature already
+    uses. An allowed entry without a host, or with a port that is not a number, matches
+    nothing.
     """
-    scheme, host, port, path = _site(url)
-    a_scheme, a_host, a_port, a_path = _site(allowed)
-    return (
-        (scheme, host, port) == (a_scheme, a_host, a_port)
-        and bool(host)
-        and (path == a_path or path.startswith(a_path + "/"))
-    )
+    try:
+        top = base_string_uri(allowed).rstrip("/")
+        site = base_string_uri(url).rstrip("/")
+    except ValueError:
+        return False
+    if not urlsplit(allowed).hostname:
+        return False
+    return site == top or site.startswith(top + "/")
 
 
 class LaunchRegistry:

@@ -85,6 +85,8 @@ def test_the_module_spelling_with_the_port_is_the_same_site() -> None:
         ("https://moodle.example.edu", "https://moodle.example.edu/moodle"),  # above the path
         ("https://moodle.example.edu/moodle2", "https://moodle.example.edu/moodle"),
         ("https://moodle.example.edu:x", "https://moodle.example.edu"),  # not a port
+        ("https://moodle.example.edu", "https://"),  # an allowed entry without a host
+        ("https://moodle.example.edu", "https://moodle.example.edu:x"),
     ],
 )
 def test_other_sites_stay_refused(url: str, allowed: str) -> None:
