@@ -8,9 +8,10 @@ to ``.cache/test-logs/<stage>.log`` and its log is printed, whole, when it ends,
 output of two stages never interleaves. After the first failure no new stage starts,
 the running ones finish (molecule destroys its hosts), and the run fails.
 
-The last lines are a short digest of why each failed stage failed (pytest's ``FAILED``
-lines, Ansible's ``fatal:`` lines), then the table and ``stages: N passed, N failed``: a
-CI that keeps only the tail of the output still shows the cause.
+The last lines are a short digest of why each failed stage failed (pytest's failed tests,
+else Ansible's ``fatal:`` lines, else a crashed tool's traceback), then the table and
+``stages: N passed, N failed``: a CI that keeps only the tail of the output still shows
+the cause.
 
 Usage: run_tests.py [--jobs N] [--only NAME[,NAME]] [--list]
 """
@@ -146,7 +147,7 @@ class Runner:
         self.say(f"{result.stage.name} {verdict} in {fmt(result.seconds)}")
 
     def digest(self, max_lines: int = 6) -> None:
-        """A few lines per failed stage that say why: its failed tests, else its fatal tasks."""
+        """A few lines per failed stage that say why (see :func:`failure_causes`)."""
         for r in self.results.values():
             if r.returncode in (0, None) or r.log is None or not r.log.exists():
                 continue
@@ -186,7 +187,7 @@ def strip_colour(line: str) -> str:
 
 def clean(line: str) -> str:
     """A log line without colours and without the frame molecule draws around a step's output."""
-    return strip_colour(line).strip().lstrip("│ ").rstrip()
+    return strip_colour(line).strip().lstrip("│ ")
 
 
 def failure_causes(lines: Iterable[str]) -> list[str]:
