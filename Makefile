@@ -51,7 +51,7 @@ lint: bootstrap
 	@echo "== ansible-lint (production profile)"; $(VENV)/ansible-lint --strict
 	@echo "== syntax check"; for p in $(PLAYBOOKS); do \
 	  $(VENV)/ansible-playbook -i inventories/demo --syntax-check "$$p" >/dev/null || exit 1; echo "ok  $$p"; done
-	@echo "== ruff"; $(VENV)/ruff check src tests testbed molecule benchmarks roles/moodle_bluegreen/files
+	@echo "== ruff"; $(VENV)/ruff check src tests testbed molecule benchmarks
 	@echo "== mypy"; $(VENV)/mypy
 
 unit: bootstrap

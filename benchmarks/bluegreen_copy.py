@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-TOOL = "/usr/local/lib/mjp/mjp_moodledata_copy.py"
-LOCAL_TOOL = REPO / "roles/moodle_bluegreen/files/mjp_moodledata_copy.py"
+# The moodledata copy of the blue-green program, as the moodle_bluegreen role installs it.
+TOOL = "PYTHONPATH=/usr/local/lib/mjp/python python3 -m ltihub.upgrade.datacopy"
 
 # Builds a synthetic moodledata on the host: N pool files named by their SHA-1.
 MAKE_DATA = r"""
@@ -131,9 +131,9 @@ def copy_figures(container: str, n: int) -> dict[str, Any]:
     sh(container, "rm -rf /srv/bench && mkdir -p /srv/bench/src")
     sh(container, f"cat > /srv/bench/make.py <<'EOF'\n{MAKE_DATA}\nEOF")
     made = int(sh(container, f"python3 /srv/bench/make.py /srv/bench/src {n}"))
-    link = json.loads(sh(container, f"python3 {TOOL} /srv/bench/src /srv/bench/link"))
+    link = json.loads(sh(container, f"{TOOL} /srv/bench/src /srv/bench/link"))
     plain = json.loads(
-        sh(container, f"python3 {TOOL} /srv/bench/src /srv/bench/plain --method plain")
+        sh(container, f"{TOOL} /srv/bench/src /srv/bench/plain --method plain")
     )
     sh(container, "rm -rf /srv/bench")
     return {"pool_mib": made / 1048576, "link": link, "plain": plain}
@@ -156,11 +156,6 @@ def main() -> int:
     if args.inventory is None:
         args.inventory = find_inventory(args.container)
 
-    sh(args.container, f"mkdir -p {Path(TOOL).parent}")
-    subprocess.run(  # noqa: S603
-        ["docker", "cp", str(LOCAL_TOOL), f"{args.container}:{TOOL}"],  # noqa: S607
-        check=True,
-    )
     live = fact(args.container)
     live_colour = live["active_colour"]
     live_db = live["colours"][live_colour]["db_name"]

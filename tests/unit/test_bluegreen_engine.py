@@ -43,12 +43,13 @@ class FakeHost:
     timers: dict[str, bool] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # the program's lines for the operator
-    disk_full_data: bool = False
+    disk_full_data: str = ""  # the copy stage that finds the disk full
     disk_full_db: bool = False
     fail_upgrade: bool = False
     nginx_broken: bool = False
     proxy_serves_old: bool = False
     reloads: int = 0
+    synced: int = 0  # moodledata syncs that found the pre-copy
     kill_in: str = ""  # a command that is killed half-way (its effect done in part)
     # mariadb-binlog's --database filters on the rewritten name (a version unlike 10.11)
     filter_after_rewrite: bool = False
@@ -106,7 +107,7 @@ class FakeHost:
 
     def run(self, cmd: Cmd, *, check: bool = True) -> Result:
         if self.kill_in == "copy_tool" and cmd.argv[0] == "python3":
-            os.makedirs(cmd.argv[3] + ".partial/filedir", exist_ok=True)  # half a copy
+            os.makedirs(cmd.argv[4] + ".partial/filedir", exist_ok=True)  # half a copy
         self._maybe_die(" ".join(cmd.argv) + " copy_tool" * (cmd.argv[0] == "python3"))
         result = self._run(list(cmd.argv))
         self.log.append(" ".join(cmd.argv))
@@ -156,7 +157,8 @@ class FakeHost:
             broken = self.nginx_broken and self.served() == "green"
             return Result(1, "", "nginx: [emerg] green.conf") if broken else Result(0)
         if a[0] == "python3":
-            return self._copy(a[2], a[3])
+            assert a[1:3] == ["-m", "ltihub.upgrade.datacopy"]
+            return self._copy(a[3], a[4], a[a.index("--stage") + 1])
         raise AssertionError(f"unexpected command {a}")
 
     def _sql(self, q: str, db: str) -> Result:
@@ -190,16 +192,21 @@ class FakeHost:
             return Result(0, f"mdl_log\t{n}\n")
         raise AssertionError(q)
 
-    def _copy(self, src: str, dest: str) -> Result:
+    def _copy(self, src: str, dest: str, stage: str) -> Result:
+        """The moodledata copy's contract: precopy builds DEST.partial while the site serves,
+        sync makes it equal to SRC (frozen) and renames it to DEST."""
         partial = dest + ".partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        if self.disk_full_data:
+        if self.disk_full_data == stage:
             os.makedirs(os.path.join(partial, "half"), exist_ok=True)
             return Result(1, "", "moodledata copy failed: [Errno 28] No space left on device")
-        shutil.rmtree(dest, ignore_errors=True)
+        if stage == "sync" and os.path.isdir(partial):
+            self.synced += 1  # catching up on the pre-copy (as a fake: copying again)
+        shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(src, partial, ignore=shutil.ignore_patterns("climaintenance.html"))
-        os.rename(partial, dest)
-        return Result(0, json.dumps({"linked": 1, "copied": 0, "seconds": 0.1}))
+        if stage == "sync":
+            shutil.rmtree(dest, ignore_errors=True)
+            os.rename(partial, dest)
+        return Result(0, json.dumps({"stage": stage, "linked": 1, "copied": 0, "seconds": 0.1}))
 
     def pipe(self, producer: Cmd, consumer: Cmd, *,
              tap: Callable[[bytes], bool] | None = None) -> Result:
@@ -294,7 +301,7 @@ def make_host(tmp_path: Path) -> tuple[FakeHost, Config]:
         "upstream_dir": host.path("nginx/up"),
         "upstream_link": host.path("nginx", "moodle-upstream.conf"),
         "proxies": [{"name": "local"}],
-        "copy_tool": ["python3", "/usr/local/lib/mjp/mjp_moodledata_copy.py"],
+        "copy_tool": ["python3", "-m", "ltihub.upgrade.datacopy"],
         "backup_dir": host.path("backups"),
         "target": {"release": "2", "release_id": "v2", "release_dir": host.path("rel/v2"),
                    "code_version": "2", "public_layout": False, "code_release": "v2"},
@@ -374,12 +381,17 @@ def test_upgrade_copies_before_the_freeze_and_replays_the_rest(tmp_path: Path) -
     assert sorted(host.dbs["moodle_green"].rows) == sorted([early, *late])
     assert result["db_copy"]["mode"] == "binlog" and result["db_copy"]["events"] == 3
     assert host.notes == []  # no fallback
+    # moodledata: pre-copied while it served, caught up at the freeze (the late pool files)
+    assert host.synced == 1
+    for row in (early, *late):
+        assert Path(host.dataroot("green"), "filedir", f"{row:x}").read_text() == str(row)
 
     # The journal: pre-copy done (with its coordinates) before the freeze starts.
     history = next(Path(config.state_dir, "history").glob("*.jsonl")).read_text()
     records = [json.loads(x) for x in history.splitlines()]
     order = [(r["event"], r.get("step")) for r in records if r["event"].startswith("step")]
     assert order.index(("step_done", "precopy_db")) < order.index(("step_start", "freeze"))
+    assert order.index(("step_done", "precopy_data")) < order.index(("step_start", "freeze"))
     assert order.index(("step_done", "freeze")) < order.index(("step_start", "copy_db"))
     pre = next(r["data"] for r in records
                if r["event"] == "step_done" and r["step"] == "precopy_db")
@@ -438,7 +450,7 @@ def test_kill_at_any_boundary_heals_by_rerunning(tmp_path: Path, kill_at: str) -
 
 
 @pytest.mark.parametrize("kill_in", ["--master-data", "mariadb-binlog", "--disable-log-bin",
-                                     "FLUSH BINARY LOGS", "copy_tool",
+                                     "FLUSH BINARY LOGS", "copy_tool", "--stage sync",
                                      "upgrade.php --non-interactive", "purge_caches",
                                      "cron.php", "reload nginx", "enable --now"])
 def test_kill_inside_a_step_heals(tmp_path: Path, kill_in: str) -> None:
@@ -502,10 +514,11 @@ def test_lock_refuses_a_second_operation(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- failures
 
 
-def test_full_disk_during_moodledata_copy(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stage", ["precopy", "sync"])
+def test_full_disk_during_moodledata_copy(tmp_path: Path, stage: str) -> None:
     host, config = make_host(tmp_path)
     before = [host.write("blue")]
-    host.disk_full_data = True
+    host.disk_full_data = stage
     with pytest.raises(OperationFailed, match="disk filled up while copying the moodledata"):
         engine(host, config).upgrade()
     assert_serves(host, "blue", "v1", before)
@@ -514,7 +527,9 @@ def test_full_disk_during_moodledata_copy(tmp_path: Path) -> None:
     assert host.dbs["moodle_green"].rows == []
     assert_closed(config)
     last = status(config)["last_operation"]
-    assert last["outcome"] == "undone" and last["maintenance_seconds"] is not None
+    assert last["outcome"] == "undone"
+    # the pre-copy runs while the site serves: no maintenance window at all
+    assert (last["maintenance_seconds"] is None) == (stage == "precopy")
 
 
 def test_full_disk_during_database_copy(tmp_path: Path) -> None:

@@ -439,11 +439,13 @@ def replay_mismatch(ctx: Ctx, live: str, idle: str) -> str:
     return "; ".join(diff[:5])
 
 
-def copy_data(ctx: Ctx) -> dict[str, Any]:
+def _copy_stage(ctx: Ctx, stage: str) -> dict[str, Any]:
+    """One stage of the moodledata copy (ltihub.upgrade.datacopy, a process of its own)."""
     c = ctx.config
     src, dest = c.colours[ctx.live].dataroot, c.colours[ctx.idle].dataroot
     try:
-        out = ctx.runner.run(Cmd(argv(c.copy_tool, src, dest, "--method", c.copy_method)))
+        out = ctx.runner.run(Cmd(argv(c.copy_tool, src, dest, "--method", c.copy_method,
+                                      "--stage", stage)))
     except CommandFailed as error:
         raise _space_message(error, "moodledata", ctx) from error
     try:
@@ -451,6 +453,25 @@ def copy_data(ctx: Ctx) -> dict[str, Any]:
     except json.JSONDecodeError:
         stats = {}
     return {"stats": stats if isinstance(stats, dict) else {}}
+
+
+def precopy_data(ctx: Ctx) -> dict[str, Any]:
+    """While the site serves: the idle colour's moodledata built beside its old tree (pool
+    hard-linked, the rest copied), so the window only catches up on what changed since."""
+    return _copy_stage(ctx, "precopy")
+
+
+def undo_precopy_data(ctx: Ctx) -> None:
+    """Drop the pre-copy; the idle colour's tree itself was not touched yet."""
+    partial = ctx.config.colours[ctx.idle].dataroot + ".partial"
+    if os.path.lexists(partial):
+        shutil.rmtree(partial)
+
+
+def copy_data(ctx: Ctx) -> dict[str, Any]:
+    """At the freeze: the pre-copy brought up to date with the frozen live moodledata and
+    renamed into place (a whole copy if there is no pre-copy)."""
+    return _copy_stage(ctx, "sync")
 
 
 def undo_copy_data(ctx: Ctx) -> None:
@@ -664,6 +685,7 @@ def record_upgrade(ctx: Ctx) -> dict[str, Any]:
         "db_copy_mode": ctx.data.get("copy_db", {}).get("mode", ""),
         "db_copy_why": ctx.data.get("copy_db", {}).get("why", ""),
         "db_precopy_seconds": ctx.data.get("precopy_db", {}).get("seconds", 0),
+        "data_precopy": ctx.data.get("precopy_data", {}).get("stats", {}),
         "data_copy": ctx.data.get("copy_data", {}).get("stats", {}),
         "upgrade_seconds": ctx.data.get("upgrade_php", {}).get("seconds", 0),
     }
@@ -688,6 +710,7 @@ UPGRADE = Operation(
         Step("keep_writes", keep_writes),
         Step("code_link", code_link, undo_code_link),
         Step("precopy_db", precopy_db, undo_db),
+        Step("precopy_data", precopy_data, undo_precopy_data),
         Step("freeze", freeze, undo_freeze, in_window=True),
         Step("copy_db", copy_db, undo_db, in_window=True),
         Step("copy_data", copy_data, undo_copy_data, in_window=True),
