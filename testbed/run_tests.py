@@ -64,18 +64,18 @@ def default_stages(scenarios: Sequence[str]) -> list[Stage]:
 
     ``scenarios`` comes longest first. Scenarios are independent (own hosts, own Docker
     network), so with two jobs two run side by side. Stages start in list order as slots
-    free, and the order below balances the two slots: the second-longest scenario starts
-    at once in one slot (the rest follow it there), while the other slot runs lint, then
-    the unit tests, then the longest scenario. Nothing waits for lint: a green run needs
-    every stage anyway.
+    free, and the order below balances the two slots: the longest scenario (the critical
+    path: a full-site converge, idempotence and its tests) starts at once in one slot; the
+    other slot runs the unit tests, then the other scenarios; lint comes last, in whichever
+    slot frees first. Nothing waits for lint: a green run needs every stage anyway.
     """
     lint = Stage("lint", ("make", "--no-print-directory", "lint"))
     unit = Stage("unit", ("make", "--no-print-directory", "unit"))
     scenario_stages = [molecule(s) for s in scenarios]
-    if len(scenario_stages) < 2:
-        return [lint, unit, *scenario_stages]
-    longest, second, *rest = scenario_stages
-    return [lint, second, unit, longest, *rest]
+    if not scenario_stages:
+        return [lint, unit]
+    longest, *rest = scenario_stages
+    return [longest, unit, *rest, lint]
 
 
 @dataclass
