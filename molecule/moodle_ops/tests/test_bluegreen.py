@@ -44,7 +44,9 @@ ctx = ssl._create_unverified_context()
 lock = threading.Lock()
 def kind(status, body):
     m = __import__('re').search(r'Moodle ([0-9.]+ \(Build: [0-9]+\))', body)
-    if status == 503 and 'maintenance' in body:
+    # Moodle's own page (its string 'sitemaintenance'), not Apache's or nginx's 503, whose
+    # text also speaks of "maintenance downtime".
+    if status == 503 and 'undergoing maintenance' in body:
         return 'maintenance'
     return m.group(1) if m else 'other'
 def client():
