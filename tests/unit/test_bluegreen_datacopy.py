@@ -233,3 +233,52 @@ def test_unknown_stage_is_refused(tmp_path: Path) -> None:
     src = _moodledata(tmp_path / "blue")
     with pytest.raises(ValueError, match="stage"):
         copier.copy_moodledata(str(src), str(tmp_path / "green"), stage="later")
+
+
+def _old_pool(root: Path, leaves: int) -> list[Path]:
+    """A pool of ``leaves`` folders with one file each, every folder last changed long ago."""
+    made = []
+    for i in range(leaves):
+        leaf = root / "filedir" / f"{i:02x}" / "00"
+        leaf.mkdir(parents=True)
+        (leaf / f"{i:02x}00{'0' * 36}").write_text(f"file {i}")
+        made.append(leaf)
+    os.utime(root, (1_700_000_000, 1_700_000_000))
+    for path in [root / "filedir", *made, *(leaf.parent for leaf in made)]:
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+    return made
+
+
+def test_sync_reads_only_the_pool_folders_changed_since_the_precopy(tmp_path: Path) -> None:
+    src = tmp_path / "blue"
+    leaves = _old_pool(src, 20)
+    dest = tmp_path / "green"
+    copier.copy_moodledata(str(src), str(dest), stage="precopy")
+    (leaves[3] / ("0300" + "1" * 36)).write_text("uploaded since")  # folder time moves on
+    (leaves[5] / ("0500" + "0" * 36)).unlink()
+
+    stats = copier.copy_moodledata(str(src), str(dest), stage="sync")
+
+    whole = tmp_path / "whole"
+    copier.copy_moodledata(str(src), str(whole))
+    assert _tree(dest) == _tree(whole)
+    assert stats.unchanged_dirs == 18  # every leaf but the two changed ones, unread
+    assert stats.linked == 1 and stats.removed == 1
+
+
+def test_a_pool_folder_changed_just_before_the_precopy_is_read_again(tmp_path: Path) -> None:
+    """A filesystem whose clock moves in coarse ticks may give a folder changed twice in
+    one tick the same time twice: a folder that recent when copied is always read again."""
+    src = tmp_path / "blue"
+    leaves = _old_pool(src, 2)
+    os.utime(leaves[0], None)  # changed right now
+    at_copy = leaves[0].stat().st_mtime_ns
+    dest = tmp_path / "green"
+    copier.copy_moodledata(str(src), str(dest), stage="precopy")
+    (leaves[0] / ("0000" + "2" * 36)).write_text("same tick")
+    os.utime(leaves[0], ns=(at_copy, at_copy))  # the tick did not move
+
+    stats = copier.copy_moodledata(str(src), str(dest), stage="sync")
+
+    assert (dest / "filedir/00/00" / ("0000" + "2" * 36)).read_text() == "same tick"
+    assert stats.unchanged_dirs == 1  # the other, old leaf

@@ -8,14 +8,16 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ltihub.upgrade.config import Config, parse_config
+from ltihub.upgrade import proxyagent
+from ltihub.upgrade.config import COLOUR_NAMES as COLOURS
+from ltihub.upgrade.config import Config, Proxy, parse_config
 from ltihub.upgrade.engine import Engine, OperationFailed, Refused
 from ltihub.upgrade.host import Cmd, CommandFailed, Result
 from ltihub.upgrade.journal import JOURNAL, Journal, lock_is_held, locked
@@ -48,8 +50,14 @@ class FakeHost:
     fail_upgrade: bool = False
     nginx_broken: bool = False
     proxy_serves_old: bool = False
+    remote_nginx_broken: bool = False  # the remote proxy's nginx -t fails on green
+    remote_log: list[str] = field(default_factory=list)  # requests its agent received
     reloads: int = 0
     synced: int = 0  # moodledata syncs that found the pre-copy
+    # is-active checks during which the live cron still runs once asked to stop
+    cron_busy: int = 0
+    fail_cron: bool = False
+    cron_stop_asked: bool = False
     kill_in: str = ""  # a command that is killed half-way (its effect done in part)
     # mariadb-binlog's --database filters on the rewritten name (a version unlike 10.11)
     filter_after_rewrite: bool = False
@@ -74,6 +82,9 @@ class FakeHost:
 
     def served(self) -> str:
         return os.path.basename(os.readlink(self.path("nginx", "moodle-upstream.conf")))[:-5]
+
+    def remote_served(self) -> str:
+        return os.path.basename(os.readlink(self.path("rnginx", "moodle-upstream.conf")))[:-5]
 
     def maintenance(self, colour: str) -> bool:
         return os.path.exists(os.path.join(self.dataroot(colour), "climaintenance.html"))
@@ -125,7 +136,10 @@ class FakeHost:
         if a[0] == "systemctl":
             verb, unit = a[1], a[-1]
             if verb == "is-active":
-                return Result(3)
+                if unit.startswith("moodle-cron-") and self.cron_busy > 0:
+                    self.cron_busy -= 1 if self.cron_stop_asked else 0
+                    return Result(3, "activating\n")  # a oneshot unit while it runs
+                return Result(3, "inactive\n")
             if verb in ("stop", "disable"):
                 self.timers[unit] = False
             if verb in ("start", "enable"):
@@ -138,7 +152,11 @@ class FakeHost:
             colour = self._colour_of(script)
             name = os.path.basename(script)
             maint = os.path.join(self.dataroot(colour), "climaintenance.html")
-            if name == "maintenance.php":
+            if name == "cron.php" and "--stop" in args:
+                self.cron_stop_asked = True
+            elif name == "cron.php" and self.fail_cron:
+                return Result(1, "", "Default exception handler: task broke")
+            elif name == "maintenance.php":
                 if "--enable" in args:
                     Path(maint).write_text("maintenance")
                 elif os.path.exists(maint):
@@ -153,6 +171,8 @@ class FakeHost:
             return Result(0)
         if a[0] == "mariadb":
             return self._sql(a[a.index("-e") + 1], a[-1] if a[-1].startswith("moodle_") else "")
+        if a[0] == "ssh":
+            return self._remote_agent(a)
         if a[0] == "nginx":
             broken = self.nginx_broken and self.served() == "green"
             return Result(1, "", "nginx: [emerg] green.conf") if broken else Result(0)
@@ -160,6 +180,23 @@ class FakeHost:
             assert a[1:3] == ["-m", "ltihub.upgrade.datacopy"]
             return self._copy(a[3], a[4], a[a.index("--stage") + 1])
         raise AssertionError(f"unexpected command {a}")
+
+    def _remote_agent(self, a: list[str]) -> Result:
+        """ssh to the remote proxy: its key's forced command is the proxy agent, which gets
+        the request in SSH_ORIGINAL_COMMAND (the one argument after the prefix)."""
+        assert a[:-1] == list(REMOTE_PREFIX), a
+        self.remote_log.append(a[-1])
+
+        def run(argv: Sequence[str]) -> int:
+            if list(argv) == ["nginx", "-t"]:
+                return int(self.remote_nginx_broken and self.remote_served() == "green")
+            assert list(argv) == ["systemctl", "reload", "nginx"], argv
+            return 0
+
+        agent_args = ["--upstream-dir", self.path("rnginx/up"),
+                      "--link", self.path("rnginx", "moodle-upstream.conf")]
+        rc = proxyagent.main(agent_args, {"SSH_ORIGINAL_COMMAND": a[-1]}, run)
+        return Result(rc, "", "" if rc == 0 else f"proxyagent: exit {rc}")
 
     def _sql(self, q: str, db: str) -> Result:
         if q.startswith("DROP DATABASE"):
@@ -203,8 +240,10 @@ class FakeHost:
             self.synced += 1  # catching up on the pre-copy (as a fake: copying again)
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(src, partial, ignore=shutil.ignore_patterns("climaintenance.html"))
-        if stage == "sync":
-            shutil.rmtree(dest, ignore_errors=True)
+        if stage == "sync":  # the old idle tree goes aside; the program removes it later
+            shutil.rmtree(dest + ".old", ignore_errors=True)
+            if os.path.exists(dest):
+                os.rename(dest, dest + ".old")
             os.rename(partial, dest)
         return Result(0, json.dumps({"stage": stage, "linked": 1, "copied": 0, "seconds": 0.1}))
 
@@ -260,6 +299,8 @@ class FakeHost:
             timeout: float = 30) -> tuple[int, Mapping[str, str], str]:
         if url.startswith("http://127.0.0.1:"):
             colour = "blue" if ":8081/" in url else "green"
+        elif address == REMOTE_ADDRESS:
+            colour = self.remote_served()
         else:
             colour = self.served()
             if self.proxy_serves_old:
@@ -307,6 +348,22 @@ def make_host(tmp_path: Path) -> tuple[FakeHost, Config]:
                    "code_version": "2", "public_layout": False, "code_release": "v2"},
     })
     return host, config
+
+
+REMOTE_PREFIX = ("ssh", "-i", "/root/.ssh/key", "-o", "BatchMode=yes", "root@192.0.2.7")
+REMOTE_ADDRESS = "192.0.2.7:443"
+
+
+def add_remote_proxy(host: FakeHost, config: Config, *, colours: Sequence[str] = COLOURS
+                     ) -> Config:
+    """A second proxy on another host (its nginx folders under rnginx/), reached through
+    the ssh prefix whose key runs the proxy agent."""
+    os.makedirs(host.path("rnginx/up"))
+    for c in colours:
+        Path(host.path("rnginx/up", f"{c}.conf")).write_text(c)
+    os.symlink(host.path("rnginx/up/blue.conf"), host.path("rnginx", "moodle-upstream.conf"))
+    remote = Proxy(name="proxy2", prefix=REMOTE_PREFIX, address=REMOTE_ADDRESS)
+    return replace(config, proxies=(*config.proxies, remote))
 
 
 def engine(host: FakeHost, config: Config, kill_at: str = "") -> Engine:
@@ -383,6 +440,7 @@ def test_upgrade_copies_before_the_freeze_and_replays_the_rest(tmp_path: Path) -
     assert host.notes == []  # no fallback
     # moodledata: pre-copied while it served, caught up at the freeze (the late pool files)
     assert host.synced == 1
+    assert not os.path.exists(host.dataroot("green") + ".old")  # removed after the switch
     for row in (early, *late):
         assert Path(host.dataroot("green"), "filedir", f"{row:x}").read_text() == str(row)
 
@@ -438,7 +496,8 @@ def test_kill_at_any_boundary_heals_by_rerunning(tmp_path: Path, kill_at: str) -
     assert not state["running"]  # the dead process holds no lock
     if kill_at != "before:keep_writes":
         assert state["interrupted"] and state["open_operation"]["op"] == "upgrade"
-        passed = any(kill_at == f"{w}:{s}" for s in ("health", "switch", "record", "cron")
+        passed = any(kill_at == f"{w}:{s}"
+                     for s in ("health", "switch", "record", "cron", "drop_old_data")
                      for w in ("before", "start", "ran", "after")) or kill_at == "after:upgrade_php"
         assert state["open_operation"]["next"] == ("finish" if passed else "undo")
         assert state["colours"]["green"]["role"] == "target of an interrupted upgrade"
@@ -570,6 +629,59 @@ def test_nginx_check_failing_leaves_the_old_colour(tmp_path: Path) -> None:
     with pytest.raises(OperationFailed, match="nginx"):
         engine(host, config).upgrade()
     assert host.served() == "blue" and not host.maintenance("blue")
+
+
+# ------------------------------------------------------------------ a remote proxy
+
+
+def test_a_remote_proxy_gets_only_the_agent_requests_and_switches(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    config = add_remote_proxy(host, config)
+    before = [host.write("blue")]
+    assert engine(host, config).upgrade()["outcome"] == "done"
+    assert_serves(host, "green", "v2", before)
+    assert host.remote_served() == "green"
+    assert host.remote_log == ["point green", "test", "reload"]
+    # the order over all proxies: every link, then every check, then every reload
+    order = [x for x in host.log if x.startswith(("ssh", "nginx", "systemctl reload nginx"))]
+    assert order == [" ".join((*REMOTE_PREFIX, "point green")), "nginx -t",
+                     " ".join((*REMOTE_PREFIX, "test")), "systemctl reload nginx",
+                     " ".join((*REMOTE_PREFIX, "reload"))]
+    assert engine(host, config).rollback()["outcome"] == "done"
+    assert host.served() == host.remote_served() == "blue"
+    assert host.remote_log[3:] == ["point blue", "test", "reload"]
+
+
+def test_a_failing_check_on_the_remote_proxy_puts_every_proxy_back(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    config = add_remote_proxy(host, config)
+    host.remote_nginx_broken = True
+    with pytest.raises(OperationFailed, match="proxies could not switch"):
+        engine(host, config).upgrade()
+    assert host.served() == host.remote_served() == "blue"
+    assert not host.maintenance("blue")
+    assert host.remote_log[-3:] == ["point blue", "test", "reload"]
+
+
+def test_a_remote_proxy_without_the_colour_file_refuses_and_all_go_back(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    config = add_remote_proxy(host, config, colours=["blue"])
+    with pytest.raises(OperationFailed, match="proxies could not switch"):
+        engine(host, config).upgrade()
+    assert host.served() == host.remote_served() == "blue"
+    assert not host.maintenance("blue")
+
+
+def test_a_remote_proxy_that_does_not_serve_the_new_colour_puts_all_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, config = make_host(tmp_path)
+    config = add_remote_proxy(host, config)
+    monkeypatch.setattr(FakeHost, "remote_served", lambda self: "blue")  # a stale worker
+    with pytest.raises(OperationFailed, match="through proxy proxy2 does not serve colour green"):
+        engine(host, config).upgrade()
+    assert host.served() == "blue"
+    assert os.readlink(host.path("rnginx", "moodle-upstream.conf")).endswith("blue.conf")
 
 
 # ------------------------------------------------------------------ rollback, writes
@@ -925,3 +1037,47 @@ def test_a_failing_binlog_reader_falls_back_to_a_full_copy(tmp_path: Path) -> No
     assert result["db_copy"]["mode"] == "full"
     assert "unknown variable" in result["db_copy"]["why"]
     assert host.notes and "copied whole at the freeze" in host.notes[0]
+
+
+def test_the_freeze_stops_a_running_cron_and_waits_for_it(tmp_path: Path) -> None:
+    """A oneshot cron unit is 'activating' while it runs (is-active exits 3 as for an
+    inactive one): the freeze asks Moodle's cron to stop after its task and waits."""
+    host, config = make_host(tmp_path)
+    before = [host.write("blue")]
+    host.cron_busy = 3
+    result = engine(host, config).upgrade()
+    assert result["outcome"] == "done"
+    assert host.cron_stop_asked and host.cron_busy == 0
+    stop = next(i for i, x in enumerate(host.log) if x.endswith("cron.php --stop"))
+    frozen = next(i for i, x in enumerate(host.log) if "maintenance.php --enable" in x)
+    assert stop < frozen
+    assert_serves(host, "green", "v2", before)
+
+
+def test_the_freeze_gives_up_on_a_cron_that_never_ends(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    before = [host.write("blue")]
+    host.cron_busy = 10**6
+    with pytest.raises(OperationFailed, match="cron of colour blue still runs"):
+        engine(host, config).upgrade()
+    assert_serves(host, "blue", "v1", before)
+    assert_closed(config)
+
+
+def test_the_first_cron_runs_after_the_switch_and_a_failure_only_warns(tmp_path: Path) -> None:
+    """Not in the window: the first cron after an upgrade works through every task that fell
+    due. A failing run leaves the new release live and says so."""
+    host, config = make_host(tmp_path)
+    before = [host.write("blue")]
+    host.fail_cron = True
+    result = engine(host, config).upgrade()
+    assert result["outcome"] == "done"
+    assert result["cron_check"]["check"] == "failed"
+    assert "task broke" in result["cron_check"]["error"]
+    assert any("first cron run of colour green failed" in n for n in host.notes)
+    assert_serves(host, "green", "v2", before)
+    log = host.log
+    reload = max(i for i, x in enumerate(log) if x.endswith("reload nginx"))
+    run = next(i for i, x in enumerate(log) if "cron.php" in x and "--stop" not in x)
+    assert run > reload  # after the switch
+    assert host.timers["moodle-cron-green.timer"]

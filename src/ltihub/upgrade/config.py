@@ -50,7 +50,9 @@ class Target:
 
 @dataclass(frozen=True)
 class Proxy:
-    """One nginx front proxy; ``prefix`` runs its commands elsewhere (e.g. an ssh argv)."""
+    """One nginx front proxy. Without ``prefix`` it is on this host and switched here; with
+    one (an ssh argv whose key runs ltihub.upgrade.proxyagent on the proxy host) the program
+    sends the agent's requests after it: ``point <colour>``, ``test``, ``reload``."""
 
     name: str
     prefix: tuple[str, ...] = ()

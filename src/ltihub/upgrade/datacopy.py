@@ -22,7 +22,8 @@ either the old tree or a complete copy, never half of one.
   copied across filesystems, the same size and modification time), any other file when its
   size and modification time agree; what SRC no longer has is removed. So the maintenance
   window pays for reading the directories and for what changed since the pre-copy, not for
-  linking every pool file again. Without DEST.partial it copies whole.
+  linking every pool file again. The idle colour's old tree is renamed to DEST.old, not
+  removed (the program removes it after the switch). Without DEST.partial it copies whole.
 - `full`: a whole copy and the rename at once.
 `--method plain` copies every file, the pool too (for the benchmark's comparison).
 
@@ -50,6 +51,9 @@ DEFAULT_LINK_DIRS = ("filedir", "trashdir")
 # Errors that mean "this filesystem cannot clone/link here": fall back to copying.
 FALLBACK_ERRNOS = {errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.EPERM}
 STAGES = ("precopy", "sync", "full")
+# A folder modified this recently when the pre-copy read it is read again by the sync
+# (timestamps of some filesystems move in coarse ticks).
+RECENT_NS = 2_000_000_000
 
 
 @dataclass
@@ -65,6 +69,7 @@ class Stats:
     skipped: int = 0
     vanished: int = 0
     directories: int = 0
+    unchanged_dirs: int = 0
     bytes_copied: int = 0
     seconds: float = 0.0
 
@@ -180,11 +185,25 @@ class Copier:
                     raise
                 self.stats.vanished += 1  # renamed away meanwhile: the sync catches up
         self._keep_metadata(dest, st)
+        if self.live and time.time_ns() - st.st_mtime_ns < RECENT_NS:
+            # Changed just before it was read: a change in the same clock tick would leave
+            # the time as it was, so the sync must read this folder whatever its time says.
+            os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns - 1))
 
     # ----------------------------------------------------------------- sync
     def sync_tree(self, src: str, dest: str) -> None:
         """Bring dest (an earlier copy of src) up to date with src."""
         self._sync_dir(src, dest, linking=False, top=True)
+
+    @staticmethod
+    def _pool_dir_unchanged(src: str, dest: str) -> bool:
+        """A pool folder needs no reading when it still has the modification time the copy
+        took from it (so no entry was added, removed or renamed in it since) and holds no
+        folders (a link count of 2, where the filesystem counts subfolders; 1 elsewhere, and
+        those are read): its files are named by their content and never rewritten."""
+        st, dt = os.lstat(src), os.lstat(dest)
+        return (st.st_nlink == 2 and dt.st_nlink == 2 and st.st_mtime_ns == dt.st_mtime_ns
+                and (st.st_mode, st.st_uid, st.st_gid) == (dt.st_mode, dt.st_uid, dt.st_gid))
 
     def _same(self, s: os.DirEntry[str], d: os.DirEntry[str], linking: bool) -> bool:
         kind = _kind(s)
@@ -204,6 +223,9 @@ class Copier:
         return True
 
     def _sync_dir(self, src: str, dest: str, *, linking: bool, top: bool = False) -> None:
+        if linking and self._pool_dir_unchanged(src, dest):
+            self.stats.unchanged_dirs += 1
+            return
         with os.scandir(src) as it:
             src_entries = {e.name: e for e in it}
         with os.scandir(dest) as it:
@@ -251,16 +273,17 @@ def _check(src: str, dest: str, method: str) -> tuple[str, str]:
     return src, dest
 
 
-def _swap_in(partial: str, dest: str) -> None:
-    """DEST becomes the finished copy in one rename (the old idle tree removed after)."""
+def _swap_in(partial: str, dest: str, *, drop_old: bool) -> None:
+    """DEST becomes the finished copy in one rename. The old idle tree goes to DEST.old and
+    is removed at once, or (``drop_old`` false: in the maintenance window, where removing
+    100 000 pool links takes half a minute) left for the caller to remove after the switch."""
+    old = dest + ".old"
     if os.path.lexists(dest):
-        old = dest + ".old"
         shutil.rmtree(old, ignore_errors=True)
         os.rename(dest, old)
-        os.rename(partial, dest)
-        shutil.rmtree(old)
-    else:
-        os.rename(partial, dest)
+    os.rename(partial, dest)
+    if drop_old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def copy_moodledata(
@@ -279,13 +302,15 @@ def copy_moodledata(
     partial = dest + ".partial"
     copier = Copier(method, set(skip), set(link_dirs), live=stage == "precopy")
     copier.stats.stage = stage
+    if stage == "precopy":
+        shutil.rmtree(dest + ".old", ignore_errors=True)  # left by an earlier run
     if stage == "sync" and os.path.isdir(partial):
         copier.sync_tree(src, partial)
     else:
         shutil.rmtree(partial, ignore_errors=True)
         copier.copy_tree(src, partial)
     if stage != "precopy":
-        _swap_in(partial, dest)
+        _swap_in(partial, dest, drop_old=stage == "full")
     copier.stats.seconds = round(time.monotonic() - started, 3)
     return copier.stats
 

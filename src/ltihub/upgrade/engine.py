@@ -288,6 +288,9 @@ class Engine:
             if copied and copied.done:
                 result["db_copy"] = {k: v for k, v in copied.data.items()
                                      if k in ("mode", "why", "from", "to", "events", "seconds")}
+            cron = r.steps.get("cron")
+            if cron and cron.done:
+                result["cron_check"] = cron.data
             kept = r.steps.get("keep_writes")
             if kept and kept.data:
                 result["kept_writes"] = kept.data
