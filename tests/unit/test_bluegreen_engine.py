@@ -510,7 +510,7 @@ def test_kill_at_any_boundary_heals_by_rerunning(tmp_path: Path, kill_at: str) -
 
 @pytest.mark.parametrize("kill_in", ["--master-data", "mariadb-binlog", "--disable-log-bin",
                                      "FLUSH BINARY LOGS", "copy_tool", "--stage sync",
-                                     "upgrade.php --non-interactive", "purge_caches",
+                                     "upgrade.php --non-interactive",
                                      "cron.php", "reload nginx", "enable --now"])
 def test_kill_inside_a_step_heals(tmp_path: Path, kill_in: str) -> None:
     host, config = make_host(tmp_path)
