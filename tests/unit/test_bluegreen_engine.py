@@ -57,6 +57,7 @@ class FakeHost:
     # is-active checks during which the live cron still runs once asked to stop
     cron_busy: int = 0
     fail_cron: bool = False
+    remote_down: bool = False  # the remote proxy's ssh cannot be reached
     cron_stop_asked: bool = False
     kill_in: str = ""  # a command that is killed half-way (its effect done in part)
     # mariadb-binlog's --database filters on the rewritten name (a version unlike 10.11)
@@ -185,6 +186,8 @@ class FakeHost:
         """ssh to the remote proxy: its key's forced command is the proxy agent, which gets
         the request in SSH_ORIGINAL_COMMAND (the one argument after the prefix)."""
         assert a[:-1] == list(REMOTE_PREFIX), a
+        if self.remote_down:
+            return Result(255, "", "ssh: connect to host 10.0.0.9 port 22: No route to host")
         self.remote_log.append(a[-1])
 
         def run(argv: Sequence[str]) -> int:
@@ -641,15 +644,20 @@ def test_a_remote_proxy_gets_only_the_agent_requests_and_switches(tmp_path: Path
     assert engine(host, config).upgrade()["outcome"] == "done"
     assert_serves(host, "green", "v2", before)
     assert host.remote_served() == "green"
-    assert host.remote_log == ["point green", "test", "reload"]
+    # reached before the freeze (the connection the window reuses), then switched
+    assert host.remote_log == ["show", "point green", "test", "reload"]
+    shown = host.log.index(" ".join((*REMOTE_PREFIX, "show")))
+    frozen = next(i for i, x in enumerate(host.log) if "maintenance.php --enable" in x)
+    assert shown < frozen
     # the order over all proxies: every link, then every check, then every reload
-    order = [x for x in host.log if x.startswith(("ssh", "nginx", "systemctl reload nginx"))]
+    order = [x for x in host.log[frozen:]
+             if x.startswith(("ssh", "nginx", "systemctl reload nginx"))]
     assert order == [" ".join((*REMOTE_PREFIX, "point green")), "nginx -t",
                      " ".join((*REMOTE_PREFIX, "test")), "systemctl reload nginx",
                      " ".join((*REMOTE_PREFIX, "reload"))]
     assert engine(host, config).rollback()["outcome"] == "done"
     assert host.served() == host.remote_served() == "blue"
-    assert host.remote_log[3:] == ["point blue", "test", "reload"]
+    assert host.remote_log[4:] == ["show", "point blue", "test", "reload"]
 
 
 def test_a_failing_check_on_the_remote_proxy_puts_every_proxy_back(tmp_path: Path) -> None:
@@ -661,6 +669,18 @@ def test_a_failing_check_on_the_remote_proxy_puts_every_proxy_back(tmp_path: Pat
     assert host.served() == host.remote_served() == "blue"
     assert not host.maintenance("blue")
     assert host.remote_log[-3:] == ["point blue", "test", "reload"]
+
+
+def test_an_unreachable_remote_proxy_stops_the_upgrade_before_the_freeze(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    config = add_remote_proxy(host, config)
+    before = [host.write("blue")]
+    host.remote_down = True
+    with pytest.raises(OperationFailed):
+        engine(host, config).upgrade()
+    assert not any("maintenance.php --enable" in x for x in host.log)  # never frozen
+    assert_serves(host, "blue", "v1", before)
+    assert_closed(config)
 
 
 def test_a_remote_proxy_without_the_colour_file_refuses_and_all_go_back(tmp_path: Path) -> None:

@@ -298,8 +298,18 @@ def unit_running(ctx: Ctx, unit: str) -> bool:
     return out.strip() in RUNNING_STATES
 
 
+def reach_remote_proxies(ctx: Ctx) -> None:
+    """Before the freeze: ask each remote proxy's agent what it serves. A proxy that cannot
+    be reached stops the operation while the site still serves, and the ssh connection it
+    opens (ControlPersist) is the one the window's requests reuse."""
+    for proxy in ctx.config.proxies:
+        if proxy.prefix:
+            _proxy_run(ctx, proxy, "show")
+
+
 def freeze_colour(ctx: Ctx, colour: str) -> dict[str, Any]:
     c = ctx.config
+    reach_remote_proxies(ctx)
     ctx.runner.run(systemctl("stop", timer(colour)))
     deadline = ctx.clock() + c.cron_wait_seconds
     service = f"moodle-cron-{colour}.service"
