@@ -238,8 +238,9 @@ def window_run(container: str, inventory: str, archive: Path, mib: int) -> dict[
     started = time.monotonic()
     pad_database(container, db, mib)
     result: dict[str, Any] = {"pad_s": time.monotonic() - started, "db_mib": db_mib(container, db)}
-    # The idle colour's old moodledata: the catch-up's swap removes it (in the window)
-    # unless the upgrade sets it aside first (writes kept after a rollback).
+    # The idle colour's old moodledata: renamed aside by the catch-up and removed after the
+    # switch (step drop_old_data, outside the window), unless the upgrade sets it aside first
+    # (writes kept after a rollback).
     idle_root = live.get("colours", {}).get(idle, {}).get("dataroot")
     result["idle_old_files"] = (
         int(sh(container, f"find {shlex.quote(idle_root)} -type f 2>/dev/null | wc -l").strip())
@@ -301,7 +302,7 @@ def window_row(files: int, r: dict[str, Any]) -> str:
     dc = up.get("data_copy", {})
     counts = "/".join(str(dc.get(k, "?")) for k in ("kept", "linked", "copied", "removed"))
     upgrade_s = float(up.get("upgrade_seconds", 0))
-    purge = None if sec("upgrade_php") is None else (sec("upgrade_php") or 0) - upgrade_s
+    rest = None if sec("upgrade_php") is None else (sec("upgrade_php") or 0) - upgrade_s
     rollback = (
         f"{r['rollback_s']:.0f} | {fmt(r['rollback_window'])}"
         if r.get("rollback_ok")
@@ -311,8 +312,9 @@ def window_row(files: int, r: dict[str, Any]) -> str:
         f"| {r['db_mib']:.0f} | {files} | {r['playbook_s']:.0f} | {window:.1f} "
         f"| {fmt(sec('precopy_db'))} | {fmt(sec('precopy_data'))} | {fmt(freeze_in)} "
         f"| {up.get('db_copy_mode', '?')} {fmt(sec('copy_db'))} "
-        f"| {fmt(sec('copy_data'))} ({counts}) | {upgrade_s:.1f} (+{fmt(purge)}) "
-        f"| {fmt(sec('health'))} | {fmt(switch_in)} | {window - upgrade_s:.1f} | {rollback} |"
+        f"| {fmt(sec('copy_data'))} ({counts}) | {upgrade_s:.1f} (+{fmt(rest)}) "
+        f"| {fmt(sec('health'))} | {fmt(switch_in)} | {window - upgrade_s:.1f} "
+        f"| {fmt(sec('drop_old_data'))} | {rollback} |"
     )
 
 
@@ -376,10 +378,11 @@ def main() -> int:
     print(
         "\n| DB MiB | pool files | upgrade playbook s | window s | DB pre-copy s (live) "
         "| data pre-copy s (live) | freeze s | DB catch-up s | data catch-up s "
-        "(kept/linked/copied/removed) | upgrade.php s (+purge_caches) | health s "
-        "| switch s | window - upgrade.php s | rollback playbook s | rollback window s |"
+        "(kept/linked/copied/removed) | upgrade.php s (+step) | health s "
+        "| switch s | window - upgrade.php s | old data removed after, s "
+        "| rollback playbook s | rollback window s |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     windows = []
     for mib in args.db_mb:  # a row as soon as it is measured: the big sizes take long
         windows.append(window_run(args.container, args.inventory, archive, mib))
@@ -387,7 +390,8 @@ def main() -> int:
     for r in windows:
         why = r["fact"].get("db_copy_why") if r["ok"] else ""
         extra = f"; why: {why}" if why else ""
-        fate = "set aside (writes kept)" if r.get("set_aside") else "removed in the catch-up"
+        fate = ("set aside (writes kept)" if r.get("set_aside")
+                else "removed after the switch")
         print(
             f"\n{r['db_mib']:.0f} MiB: padding {r['pad_s']:.0f} s; idle colour's old "
             f"moodledata {r['idle_old_files']} files, {fate}{extra}"
