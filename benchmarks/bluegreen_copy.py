@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ltihub.upgrade.journal import parse_records
+
 REPO = Path(__file__).resolve().parents[1]
 # The moodledata copy of the blue-green program, as the moodle_bluegreen role installs it.
 TOOL = "PYTHONPATH=/usr/local/lib/mjp/python python3 -m ltihub.upgrade.datacopy"
@@ -195,15 +197,7 @@ def last_journal(container: str, op: str) -> list[dict[str, Any]]:
         f"f=$(ls -1 {STATE_DIR}/history/*-{op}-*.jsonl 2>/dev/null | sort | tail -n 1); "
         '[ -n "$f" ] && cat "$f" || true',
     )
-    out = []
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
+    return parse_records(text)
 
 
 def step_times(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -28,6 +28,20 @@ LOCK = "lock"
 HISTORY = "history"
 
 
+
+def parse_records(text: str) -> list[dict[str, Any]]:
+    """The records of a journal's text, one JSON object a line; a torn last line (a kill
+    in the middle of a write) and anything not an object are passed over."""
+    out = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
 class Busy(Exception):
     """Another blue-green operation holds the lock."""
 
@@ -154,15 +168,7 @@ class Journal:
         """Every complete record; a line torn by a crash (the last one) is ignored."""
         if not self.path.exists():
             return []
-        out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        return parse_records(self.path.read_text(encoding="utf-8"))
 
     def is_open(self) -> bool:
         recs = self.read()
