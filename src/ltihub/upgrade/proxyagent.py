@@ -58,16 +58,22 @@ def parse_request(text: str) -> tuple[str, ...]:
     raise Refusal(f"not an accepted request: {text!r} (point blue|green, test, reload, show)")
 
 
-def point(upstream_dir: str, link: str, colour: str) -> None:
-    """Point ``link`` at ``<upstream_dir>/<colour>.conf``: never a moment without the link."""
-    target = os.path.join(upstream_dir, f"{colour}.conf")
-    if not os.path.isfile(target):
-        raise Refusal(f"{target} is missing: nothing was changed")
+def atomic_symlink(target: str, link: str) -> None:
+    """Point ``link`` at ``target`` in one rename (never a moment without the link). Also
+    what the program itself uses on the Moodle host (ltihub.upgrade.steps)."""
     tmp = f"{link}.mjp-new"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     os.symlink(target, tmp)
     os.replace(tmp, link)
+
+
+def point(upstream_dir: str, link: str, colour: str) -> None:
+    """Point ``link`` at ``<upstream_dir>/<colour>.conf``: never a moment without the link."""
+    target = os.path.join(upstream_dir, f"{colour}.conf")
+    if not os.path.isfile(target):
+        raise Refusal(f"{target} is missing: nothing was changed")
+    atomic_symlink(target, link)
 
 
 def show(upstream_dir: str, link: str) -> str:

@@ -8,7 +8,6 @@ finished, stopped half-way or never started.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from .db import (
     rows,
 )
 from .host import Cmd, CommandFailed, Http, Runner, argv
+from .proxyagent import atomic_symlink
 
 
 class StepFailed(Exception):
@@ -131,15 +131,6 @@ def systemctl(*args: str) -> Cmd:
 
 def timer(colour: str) -> str:
     return f"moodle-cron-{colour}.timer"
-
-
-def atomic_symlink(target: str, link: str) -> None:
-    """Point ``link`` at ``target`` in one rename (never a moment without the link)."""
-    tmp = f"{link}.mjp-new"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
 
 
 def iso(epoch: float) -> str:
