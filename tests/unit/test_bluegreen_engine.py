@@ -20,7 +20,7 @@ from ltihub.upgrade.config import COLOUR_NAMES as COLOURS
 from ltihub.upgrade.config import Config, Proxy, parse_config
 from ltihub.upgrade.engine import Engine, OperationFailed, Refused
 from ltihub.upgrade.host import Cmd, CommandFailed, Result
-from ltihub.upgrade.journal import JOURNAL, Journal, lock_is_held, locked
+from ltihub.upgrade.journal import JOURNAL, Journal, lock_is_held, locked, parse_records
 from ltihub.upgrade.status import status
 from ltihub.upgrade.steps import UPGRADE
 
@@ -64,6 +64,10 @@ class FakeHost:
     filter_after_rewrite: bool = False
     binlog_purged: bool = False  # the pre-copy's binary log expired before the freeze
     log_bin: str = "1\tROW"  # @@log_bin, @@binlog_format
+    # PHP-FPM's requests: (began, ends, script); its status page lists those running
+    requests: list[tuple[float, float, str]] = field(default_factory=list)
+    fpm_status: str = "ok"  # ok | down (cgi-fcgi fails) | 404 (no status path)
+    status_reads: int = 0
 
     # ------------------------------------------------------------------ layout helpers
     def path(self, *parts: str) -> str:
@@ -133,7 +137,23 @@ class FakeHost:
                 return colour
         raise AssertionError(script)
 
+    def _fpm_status(self) -> Result:
+        self.status_reads += 1
+        if self.fpm_status == "down":
+            return Result(111, "", "Could not connect to unix:/run/php-fpm-moodle-status.sock")
+        if self.fpm_status == "404":
+            return Result(0, "Status: 404 Not Found\r\nContent-type: text/html\r\n\r\n"
+                             "File not found.\n")
+        procs = [{"pid": 100 + i, "state": "Running", "request duration": int((self.now - b) * 1e6),
+                  "request uri": "/x.php?sesskey=s", "script": script}
+                 for i, (b, e, script) in enumerate(self.requests) if b <= self.now < e]
+        procs.append({"pid": 99, "state": "Idle", "request duration": 0, "script": "-"})
+        page = {"pool": "moodle", "active processes": len(procs) - 1, "processes": procs}
+        return Result(0, "Content-Type: application/json\r\n\r\n" + json.dumps(page))
+
     def _run(self, a: list[str]) -> Result:
+        if a[0] == "cgi-fcgi":
+            return self._fpm_status()
         if a[0] == "systemctl":
             verb, unit = a[1], a[-1]
             if verb == "is-active":
@@ -347,6 +367,7 @@ def make_host(tmp_path: Path) -> tuple[FakeHost, Config]:
         "proxies": [{"name": "local"}],
         "copy_tool": ["python3", "-m", "ltihub.upgrade.datacopy"],
         "backup_dir": host.path("backups"),
+        "fpm_status_socket": "/run/php-fpm-moodle-status.sock",
         "target": {"release": "2", "release_id": "v2", "release_dir": host.path("rel/v2"),
                    "code_version": "2", "public_layout": False, "code_release": "v2"},
     })
@@ -1101,3 +1122,94 @@ def test_the_first_cron_runs_after_the_switch_and_a_failure_only_warns(tmp_path:
     run = next(i for i, x in enumerate(log) if "cron.php" in x and "--stop" not in x)
     assert run > reload  # after the switch
     assert host.timers["moodle-cron-green.timer"]
+
+
+# ---------------------------------------------------------------------- the drain
+SCRIPT = "/srv/moodle/blue/course/restore.php"
+
+
+def journal_records(config: Config, event: str, step: str) -> list[dict[str, Any]]:
+    """Records of the last operation's journal (closed: under history/)."""
+    last = sorted(Path(config.state_dir, "history").glob("*.jsonl"))[-1]
+    return [r for r in parse_records(last.read_text())
+            if r.get("event") == event and r.get("step") == step]
+
+
+def freeze_data(config: Config) -> dict[str, Any]:
+    """What the journal recorded for the last freeze step."""
+    return dict(journal_records(config, "step_done", "freeze")[-1]["data"])
+
+
+def test_the_drain_ends_as_soon_as_no_request_from_before_the_freeze_runs(
+        tmp_path: Path) -> None:
+    """A request that began before maintenance went on is waited for; one that began after
+    it (it sees the maintenance page) and idle workers are not. No fixed wait."""
+    host, config = make_host(tmp_path)
+    before = [host.write("blue")]
+    ends: list[float] = []
+
+    def boundary(label: str) -> None:
+        if label == "before:freeze":  # maintenance goes on a few clock ticks from now
+            ends.append(host.now + 6.0)
+            host.requests[:] = [(host.now - 0.5, ends[0], SCRIPT),
+                                (host.now + 4.0, host.now + 10**6, "/srv/x/late.php")]
+
+    eng = Engine(config, host, host, sleep=host.sleep, clock=host.clock, boundary=boundary,
+                 log=host.notes.append)
+    result = eng.upgrade()
+    assert result["outcome"] == "done"
+    drain = result["drain"]
+    assert drain["how"] == "fpm-status" and drain["waited_for"] == 1
+    assert "still_running" not in drain and host.notes == []
+    frozen_at = freeze_data(config)["frozen_at"]
+    assert frozen_at < ends[0] - 2.0 - 1.0  # the late request began well after the freeze
+    assert frozen_at + drain["seconds"] >= ends[0]  # not before the request ended
+    assert drain["seconds"] < config.drain_seconds  # and not the whole ceiling
+    assert host.status_reads > 2  # it polled
+    assert_serves(host, "green", "v2", before)
+
+
+def test_no_request_running_means_no_drain_at_all(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    result = engine(host, config).upgrade()
+    assert result["drain"]["waited_for"] == 0
+    assert result["drain"]["seconds"] <= 0.5  # one status read (the fake clock's tick)
+    assert host.status_reads == 1
+
+
+def test_a_request_that_outlasts_the_ceiling_is_named_and_the_upgrade_goes_on(
+        tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    before = [host.write("blue")]
+    host.requests = [(host.now - 1, host.now + 10**6, SCRIPT)]
+    result = engine(host, config).upgrade()
+    assert result["outcome"] == "done"
+    drain = result["drain"]
+    assert drain["still_running"] == 1 and SCRIPT in drain["warning"]
+    assert config.drain_seconds <= drain["seconds"] < config.drain_seconds + 1
+    assert "sesskey" not in json.dumps(drain)  # scripts only, never a request's URI
+    assert any("not in the copy" in n for n in host.notes)
+    assert_serves(host, "green", "v2", before)
+
+
+@pytest.mark.parametrize("answer", ["down", "404"])
+def test_an_unreadable_status_page_means_the_whole_drain_time(
+        tmp_path: Path, answer: str) -> None:
+    host, config = make_host(tmp_path)
+    host.fpm_status = answer
+    result = engine(host, config).upgrade()
+    assert result["outcome"] == "done"
+    drain = result["drain"]
+    assert drain["how"] == "fixed" and drain["seconds"] == config.drain_seconds
+    assert ("exited 111" if answer == "down" else "404") in drain["why"]
+    frozen_at = freeze_data(config)["frozen_at"]
+    copy_started = journal_records(config, "step_start", "copy_db")[-1]
+    assert copy_started["at"] >= frozen_at + config.drain_seconds
+
+
+def test_without_a_status_socket_the_drain_is_the_configured_time(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    config = replace(config, fpm_status_socket="", drain_seconds=3.0)
+    result = engine(host, config).upgrade()
+    assert result["drain"]["how"] == "fixed" and result["drain"]["seconds"] == 3.0
+    assert host.status_reads == 0

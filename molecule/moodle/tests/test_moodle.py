@@ -232,6 +232,28 @@ def test_php_fpm_settings(host):
     assert not set(EXTENSIONS) - loaded
 
 
+STATUS_SOCKET = "/run/php-fpm-moodle-status.sock"
+STATUS_ENV = ("SCRIPT_NAME=/fpm-status SCRIPT_FILENAME=/fpm-status REQUEST_METHOD=GET "
+              "QUERY_STRING=json")
+STATUS_READ = f"env {STATUS_ENV} cgi-fcgi -bind -connect {STATUS_SOCKET}"
+
+
+def test_fpm_status_page_answers_on_its_own_socket_only(host):
+    """The blue-green freeze reads it; it lists running requests' URIs with their query
+    strings, so neither the proxy nor a backend port may hand it out."""
+    sock = host.file(STATUS_SOCKET)
+    assert sock.is_socket and sock.mode == 0o660 and sock.user == WEB_USER
+    page = host.run(STATUS_READ)
+    assert page.rc == 0 and '"pool":"moodle"' in page.stdout, page.stdout + page.stderr
+    other = host.run(f"runuser -u nobody -- {STATUS_READ}")
+    assert '"pool"' not in other.stdout
+    port = _fact(host)["active_backend_port"]
+    for url in (f"{PUBLIC}/fpm-status?json", f"{PUBLIC}/fpm-status.php?json",
+                f"http://127.0.0.1:{port}/fpm-status?json", f"{PUBLIC}/index.php/fpm-status?json"):
+        answer = _curl(host, url)
+        assert '"pool"' not in answer.stdout and "accepted conn" not in answer.stdout, url
+
+
 def test_moodledata_owner_mode_and_outside_web_root(host):
     colour = _active(host)
     data = host.file(colour["dataroot"])

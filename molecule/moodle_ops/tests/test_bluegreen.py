@@ -219,8 +219,12 @@ def test_upgrade_under_load_serves_v2_with_every_row_and_file(
         f"over {window} s; "
         f"playbook's maintenance window {after['last_upgrade']['maintenance_seconds']} s, "
         f"database copy {after['last_upgrade']['db_copy_seconds']} s, "
-        f"moodledata copy {after['last_upgrade']['data_copy']}"
+        f"moodledata copy {after['last_upgrade']['data_copy']}, "
+        f"drain {after['last_upgrade']['drain']}"
     )
+    # The drain waited for the requests that began before the freeze, read from PHP-FPM.
+    assert after["last_upgrade"]["drain"]["how"] == "fpm-status", after["last_upgrade"]
+    assert "still_running" not in after["last_upgrade"]["drain"]
     # Rows the writer committed before the freeze, including those after the pre-copy's
     # snapshot (they can only have come through the binary log), are all on the new colour.
     times = _journal_times(host)

@@ -98,7 +98,11 @@ class Config:
     target: Target | None = None
     mariadb: MariaDB = field(default_factory=MariaDB)
     postgresql: PostgreSQL = field(default_factory=PostgreSQL)
-    drain_seconds: float = 3.0
+    # The longest wait after the freeze for requests that began before it; PHP-FPM's status
+    # page (fpm_status_socket, read with cgi-fcgi) ends it as soon as none runs. Without the
+    # page the whole time is waited.
+    drain_seconds: float = 10.0
+    fpm_status_socket: str = ""
     cron_wait_seconds: float = 300.0
     cron_enabled: bool = True
     check_cron: bool = True
@@ -224,7 +228,8 @@ def parse_config(data: Mapping[str, Any]) -> Config:
         target=target,
         mariadb=mariadb,
         postgresql=postgresql,
-        drain_seconds=_opt(data, "drain_seconds", float, 3.0, w),
+        drain_seconds=_opt(data, "drain_seconds", float, 10.0, w),
+        fpm_status_socket=_opt(data, "fpm_status_socket", str, "", w),
         cron_wait_seconds=_opt(data, "cron_wait_seconds", float, 300.0, w),
         cron_enabled=_opt(data, "cron_enabled", bool, True, w),
         check_cron=_opt(data, "check_cron", bool, True, w),

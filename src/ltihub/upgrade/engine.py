@@ -282,6 +282,8 @@ class Engine:
             "maintenance_seconds": None if window is None else round(window, 2),
             "step_seconds": steps,
         }
+        if frozen and frozen.done and "drain" in frozen.data:
+            result["drain"] = frozen.data["drain"]
         if op.name == "upgrade":
             result["upgrade_php_seconds"] = steps.get("upgrade_php")
             copied = r.steps.get("copy_db")

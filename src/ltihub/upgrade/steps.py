@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import fpm
 from .config import Config, Proxy
 from .db import (
     BinlogPos,
@@ -314,9 +315,52 @@ def freeze_colour(ctx: Ctx, colour: str) -> dict[str, Any]:
         ctx.sleep(1.0)
     ctx.runner.run(colour_cli(ctx, colour, "maintenance.php", "--enable"))
     frozen_at = ctx.clock()
-    if c.drain_seconds > 0:
-        ctx.sleep(c.drain_seconds)
-    return {"frozen_at": frozen_at, "colour": colour}
+    return {"frozen_at": frozen_at, "colour": colour, "drain": drain(ctx, frozen_at)}
+
+
+DRAIN_POLL = 0.05
+
+
+def drain(ctx: Ctx, frozen_at: float) -> dict[str, Any]:
+    """Wait until no request that began before the freeze still runs (PHP-FPM's status
+    page), at most drain_seconds; without a readable status page, drain_seconds."""
+    c = ctx.config
+    if c.drain_seconds <= 0:
+        return {"how": "off", "seconds": 0}
+    deadline = frozen_at + c.drain_seconds
+    first: int | None = None
+    while True:
+        why = ""
+        if not c.fpm_status_socket:
+            why = "no PHP-FPM status socket configured"
+        else:
+            result = ctx.runner.run(fpm.status_cmd(c.fpm_status_socket), check=False)
+            try:
+                if result.rc != 0:
+                    raise fpm.StatusUnreadable(
+                        f"cgi-fcgi exited {result.rc}: {result.stderr.strip()[-200:]}")
+                running = fpm.parse_status(result.stdout)
+            except fpm.StatusUnreadable as error:
+                why = f"PHP-FPM status page unreadable ({error})"
+        if why:
+            ctx.sleep(max(0.0, deadline - ctx.clock()))
+            return {"how": "fixed", "seconds": c.drain_seconds,
+                    "why": note(ctx, f"{why}: waited the whole drain_seconds")}
+        now = ctx.clock()
+        before = fpm.begun_before(running, now - frozen_at)
+        if first is None:
+            first = len(before)
+        if not before:
+            return {"how": "fpm-status", "waited_for": first,
+                    "seconds": round(now - frozen_at, 2)}
+        if now >= deadline:
+            scripts = sorted({b.script for b in before})
+            return {"how": "fpm-status", "waited_for": first, "still_running": len(before),
+                    "seconds": round(now - frozen_at, 2), "warning": note(
+                        ctx, f"{len(before)} request(s) begun before the freeze still ran after "
+                             f"{c.drain_seconds:g} s ({', '.join(scripts)}): what they write "
+                             "from now on is not in the copy")}
+        ctx.sleep(DRAIN_POLL)
 
 
 def unfreeze_colour(ctx: Ctx, colour: str) -> None:
@@ -711,6 +755,7 @@ def record_upgrade(ctx: Ctx) -> dict[str, Any]:
         "data_precopy": ctx.data.get("precopy_data", {}).get("stats", {}),
         "data_copy": ctx.data.get("copy_data", {}).get("stats", {}),
         "upgrade_seconds": ctx.data.get("upgrade_php", {}).get("seconds", 0),
+        "drain": ctx.data.get("freeze", {}).get("drain", {}),
     }
     write_fact(c.fact_file, fact)
     return {}
