@@ -774,6 +774,29 @@ def test_upgrade_after_rollback_refuses_to_overwrite_writes(tmp_path: Path) -> N
     assert not Path(config.state_dir, JOURNAL).exists()
 
 
+def test_the_check_before_preparing_refuses_the_same_and_changes_nothing(
+        tmp_path: Path) -> None:
+    """What the role asks before it prepares the target: the same refusal as the upgrade's,
+    with nothing written (no journal, no command but the counting)."""
+    host, config, written = upgraded_then_rolled_back(tmp_path)
+    log_before = len(host.log)
+    with pytest.raises(Refused, match="1 rows and 1 files written after the switch"):
+        engine(host, config).check_upgrade()
+    told = engine(host, replace(config, discard_writes=True)).check_upgrade()
+    assert told["changed"] is False and told["left_behind"]["rows"] == 1
+    assert not Path(config.state_dir, JOURNAL).exists()
+    assert all("maintenance" not in x and "systemctl" not in x for x in host.log[log_before:])
+    assert written in host.dbs["moodle_green"].rows
+
+
+def test_the_check_finds_nothing_before_any_rollback(tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    host.write("blue")
+    assert engine(host, config).check_upgrade() == {"changed": False, "left_behind": {}}
+    engine(host, config).upgrade()
+    assert engine(host, config).check_upgrade()["left_behind"] == {}
+
+
 def test_upgrade_after_rollback_dumps_the_writes_when_told(tmp_path: Path) -> None:
     host, config, written = upgraded_then_rolled_back(tmp_path)
     told = Config(**{**config.__dict__, "discard_writes": True})

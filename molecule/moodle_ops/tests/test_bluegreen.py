@@ -340,6 +340,9 @@ def test_an_upgrade_refuses_to_overwrite_writes_left_behind_by_the_rollback(
     assert run.rc != 0
     assert "moodle_bluegreen_discard_writes" in run.output
     assert "Nothing was changed" in run.output
+    # Refused before the target was fetched or prepared: the run changed nothing at all.
+    assert "Stop before anything is prepared" in run.output
+    assert run.changed == 0, run.output[-3000:]
     assert fact(host) == before
     status, body = front_page(host)
     assert status == 200 and f"Moodle {V1}" in body

@@ -1,4 +1,9 @@
-"""CLI: ``python -m ltihub.upgrade {upgrade,rollback,switch,status,resume} --config PATH``.
+"""CLI: ``python -m ltihub.upgrade {upgrade,rollback,switch,status,resume,check-upgrade}
+--config PATH``.
+
+``check-upgrade [--discard-writes]`` changes nothing: it says (exit 2) whether an upgrade
+would be refused for rows and files a rollback left behind on the idle colour, so that the
+role can stop before it prepares anything.
 
 ``switch --to COLOUR [--reason WORD]`` makes a colour prepared outside the program live
 (a restore into the idle colour).
@@ -16,6 +21,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from .config import ConfigError, load_config
@@ -45,10 +51,13 @@ def kill_hook(environ: Mapping[str, str] | None = None) -> Boundary:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ltihub.upgrade", description=__doc__)
     parser.add_argument("command",
-                        choices=("upgrade", "rollback", "switch", "status", "resume"))
+                        choices=("upgrade", "rollback", "switch", "status", "resume",
+                                 "check-upgrade"))
     parser.add_argument("--config", required=True, help="the role's JSON file (root-only)")
     parser.add_argument("--to", default="", help="switch: the colour to make live")
     parser.add_argument("--reason", default="switch", help="switch: what the fact records")
+    parser.add_argument("--discard-writes", action="store_true",
+                        help="check-upgrade: as with discard_writes in the configuration")
     args = parser.parse_args(argv)
     out: dict[str, Any]
     try:
@@ -59,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         print(json.dumps(status(config), indent=2, sort_keys=True))
         return 0
+    if args.discard_writes:
+        config = replace(config, discard_writes=True)
     engine = Engine(config, SubprocessRunner(), UrllibHttp(config.ca_file),
                     boundary=kill_hook())
     code = 0
@@ -69,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             out = engine.rollback()
         elif args.command == "switch":
             out = engine.switch(args.to, args.reason)
+        elif args.command == "check-upgrade":
+            out = engine.check_upgrade()
         else:
             out = engine.resume()
     except (Refused, Busy) as error:

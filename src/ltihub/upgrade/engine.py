@@ -140,24 +140,43 @@ class Engine:
                 "release", "release_id", "release_dir", "code_version", "public_layout",
                 "code_release")},
         }
+        writes = self._left_behind(plan)
+        if writes:
+            plan["keep_writes"] = {"stamp": time.strftime("%Y%m%dT%H%M%SZ",
+                                                          time.gmtime(self.clock())), **writes}
+        return plan
+
+    def _left_behind(self, plan: dict[str, Any]) -> dict[str, Any]:
+        """Rows and files that a rollback left behind on the idle colour (written there
+        after the switch); refused unless discard_writes. Empty when there are none."""
+        fact, idle = plan["fact"], str(plan["idle"])
         last = fact.get("last_switch", {})
         rb = fact.get("last_rollback", {})
-        if last.get("reason") == "rollback" and rb.get("left_on") == idle:
-            since = int(rb.get("since_epoch") or 0)
-            ctx = self._ctx(plan, Replay())
-            writes = count_writes(ctx, idle, since) if since else {"rows": 0, "files": 0}
-            if writes["rows"] or writes["files"]:
-                if not c.discard_writes:
-                    raise Refused(
-                        f"colour {idle} holds {writes['rows']} rows and {writes['files']} "
-                        f"files written after the switch of {since} that the rollback left "
-                        "behind; the upgrade would overwrite them. Set discard_writes "
-                        "(moodle_bluegreen_discard_writes) to keep a dump of them and go on. "
-                        "Nothing was changed.")
-                plan["keep_writes"] = {"stamp": time.strftime("%Y%m%dT%H%M%SZ",
-                                                              time.gmtime(self.clock())),
-                                       **writes}
-        return plan
+        if last.get("reason") != "rollback" or rb.get("left_on") != idle:
+            return {}
+        since = int(rb.get("since_epoch") or 0)
+        writes = count_writes(self._ctx(plan, Replay()), idle, since) if since else {}
+        if not (writes.get("rows") or writes.get("files")):
+            return {}
+        if not self.config.discard_writes:
+            raise Refused(
+                f"colour {idle} holds {writes['rows']} rows and {writes['files']} files "
+                f"written after the switch of {since} that the rollback left behind; the "
+                "upgrade would overwrite them. Set discard_writes "
+                "(moodle_bluegreen_discard_writes) to keep a dump of them and go on. "
+                "Nothing was changed.")
+        return writes
+
+    def check_upgrade(self) -> dict[str, Any]:
+        """Read-only, before anything is prepared: would an upgrade be refused for writes a
+        rollback left behind? Raises Refused like the upgrade would."""
+        with locked(self.state_dir):
+            if self.journal().is_open():
+                return {"changed": False, "message": "an interrupted operation comes first"}
+            fact = self._fact()
+            live = str(fact["active_colour"])
+            plan = {"live": live, "idle": self.config.other(live), "fact": fact}
+            return {"changed": False, "left_behind": self._left_behind(plan)}
 
     def _plan_rollback(self) -> dict[str, Any] | None:
         fact = self._fact()
