@@ -139,6 +139,8 @@ class FakeHost:
 
     def _fpm_status(self) -> Result:
         self.status_reads += 1
+        if self.fpm_status == "missing":
+            raise FileNotFoundError(2, "No such file or directory", "cgi-fcgi")
         if self.fpm_status == "down":
             return Result(111, "", "Could not connect to unix:/run/php-fpm-moodle-status.sock")
         if self.fpm_status == "404":
@@ -1215,7 +1217,7 @@ def test_a_request_that_outlasts_the_ceiling_is_named_and_the_upgrade_goes_on(
     assert_serves(host, "green", "v2", before)
 
 
-@pytest.mark.parametrize("answer", ["down", "404"])
+@pytest.mark.parametrize("answer", ["down", "404", "missing"])
 def test_an_unreadable_status_page_means_the_whole_drain_time(
         tmp_path: Path, answer: str) -> None:
     host, config = make_host(tmp_path)
@@ -1224,7 +1226,7 @@ def test_an_unreadable_status_page_means_the_whole_drain_time(
     assert result["outcome"] == "done"
     drain = result["drain"]
     assert drain["how"] == "fixed" and drain["seconds"] == config.drain_seconds
-    assert ("exited 111" if answer == "down" else "404") in drain["why"]
+    assert {"down": "exited 111", "404": "404", "missing": "No such file"}[answer] in drain["why"]
     frozen_at = freeze_data(config)["frozen_at"]
     copy_started = journal_records(config, "step_start", "copy_db")[-1]
     assert copy_started["at"] >= frozen_at + config.drain_seconds

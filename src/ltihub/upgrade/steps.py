@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -334,8 +335,11 @@ def drain(ctx: Ctx, frozen_at: float) -> dict[str, Any]:
         if not c.fpm_status_socket:
             why = "no PHP-FPM status socket configured"
         else:
-            result = ctx.runner.run(fpm.status_cmd(c.fpm_status_socket), check=False)
             try:
+                try:
+                    result = ctx.runner.run(fpm.status_cmd(c.fpm_status_socket), check=False)
+                except (OSError, subprocess.TimeoutExpired) as error:  # no cgi-fcgi, a hang
+                    raise fpm.StatusUnreadable(str(error)) from error
                 if result.rc != 0:
                     raise fpm.StatusUnreadable(
                         f"cgi-fcgi exited {result.rc}: {result.stderr.strip()[-200:]}")
