@@ -48,6 +48,7 @@ class FakeHost:
     disk_full_data: str = ""  # the copy stage that finds the disk full
     disk_full_db: bool = False
     fail_upgrade: bool = False
+    still_pending: bool = False  # upgrade.php --is-pending says a plugin is left
     nginx_broken: bool = False
     proxy_serves_old: bool = False
     remote_nginx_broken: bool = False  # the remote proxy's nginx -t fails on green
@@ -190,7 +191,7 @@ class FakeHost:
                 self.dbs[self.db(colour)].release = self.release_of(colour)
             elif name == "upgrade.php":
                 return Result(0 if self.dbs[self.db(colour)].release ==
-                              self.release_of(colour) else 2)
+                              self.release_of(colour) and not self.still_pending else 2)
             return Result(0)
         if a[0] == "mariadb":
             return self._sql(a[a.index("-e") + 1], a[-1] if a[-1].startswith("moodle_") else "")
@@ -1238,3 +1239,28 @@ def test_without_a_status_socket_the_drain_is_the_configured_time(tmp_path: Path
     result = engine(host, config).upgrade()
     assert result["drain"]["how"] == "fixed" and result["drain"]["seconds"] == 3.0
     assert host.status_reads == 0
+
+
+# ---------------------------------------------------------------------- the health check
+def test_the_health_check_loads_the_page_and_checks_pending_upgrades_side_by_side(
+        tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    before = [host.write("blue")]
+    result = engine(host, config).upgrade()
+    assert result["outcome"] == "done"
+    health = journal_records(config, "step_done", "health")[-1]["data"]
+    assert health["attempts"] == 1
+    assert {"page_seconds", "pending_seconds", "seconds_together"} <= set(health)
+    assert any("upgrade.php --is-pending" in x for x in host.log)
+    assert_serves(host, "green", "v2", before)
+
+
+def test_an_upgrade_still_pending_after_upgrade_php_gives_the_live_colour_back(
+        tmp_path: Path) -> None:
+    host, config = make_host(tmp_path)
+    before = [host.write("blue")]
+    host.still_pending = True
+    with pytest.raises(OperationFailed, match="still has an upgrade pending"):
+        engine(host, config).upgrade()
+    assert_serves(host, "blue", "v1", before)
+    assert_closed(config)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +35,7 @@ from .db import (
     max_ids_sql,
     rows,
 )
-from .host import Cmd, CommandFailed, Http, Runner, argv
+from .host import Cmd, CommandFailed, Http, Result, Runner, argv
 from .proxyagent import atomic_symlink
 
 
@@ -562,24 +563,18 @@ def upgrade_php(ctx: Ctx) -> dict[str, Any]:
 
 
 def health(ctx: Ctx) -> dict[str, Any]:
+    """The upgraded colour answers its front page through its own backend, its database
+    names the target release, and no upgrade is pending. The pending check (a PHP CLI run,
+    seconds on a real site) runs beside the first page load (which rebuilds the caches
+    upgrade.php purged): both are inside the window."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        started = time.monotonic()
+        pending_job = pool.submit(_timed, ctx.runner.run,
+                                  colour_cli(ctx, ctx.idle, "upgrade.php", "--is-pending"),
+                                  check=False)
+        page = _health_page(ctx)
+        pending, pending_seconds = pending_job.result()
     c = ctx.config
-    port = c.colours[ctx.idle].backend_port
-    scheme, _, host = c.wwwroot.partition("://")
-    last = ""
-    for attempt in range(max(1, c.health_retries)):
-        try:
-            status, _h, body = ctx.http.get(
-                f"http://127.0.0.1:{port}/", headers={"Host": host.split("/")[0],
-                                                     "X-Forwarded-Proto": scheme})
-            if status == 200:
-                break
-            last = f"HTTP {status}: {' '.join(body.split())[:200]}"
-        except OSError as error:
-            last = str(error)
-        if attempt + 1 < c.health_retries:
-            ctx.sleep(c.health_delay)
-    else:
-        raise StepFailed(f"the backend of colour {ctx.idle} (port {port}) answered {last}")
     expected = str(ctx.plan["target"].get("code_release", ""))
     if expected:
         out = ctx.runner.run(ctx.sql(
@@ -589,11 +584,38 @@ def health(ctx: Ctx) -> dict[str, Any]:
         if got != expected:
             raise StepFailed(
                 f"the database of colour {ctx.idle} says release '{got}', the code '{expected}'")
-    pending = ctx.runner.run(colour_cli(ctx, ctx.idle, "upgrade.php", "--is-pending"),
-                             check=False)
     if pending.rc != 0:
         raise StepFailed(f"colour {ctx.idle} still has an upgrade pending (exit {pending.rc})")
-    return {}
+    return {**page, "pending_seconds": round(pending_seconds, 2),
+            "seconds_together": round(time.monotonic() - started, 2)}
+
+
+def _timed(fn: Callable[..., Result], *args: Any, **kwargs: Any) -> tuple[Result, float]:
+    started = time.monotonic()
+    return fn(*args, **kwargs), time.monotonic() - started
+
+
+def _health_page(ctx: Ctx) -> dict[str, Any]:
+    """GET / of the idle colour's backend until 200 (health_retries, health_delay apart)."""
+    c = ctx.config
+    port = c.colours[ctx.idle].backend_port
+    scheme, _, host = c.wwwroot.partition("://")
+    last = ""
+    started = time.monotonic()
+    for attempt in range(max(1, c.health_retries)):
+        try:
+            status, _h, body = ctx.http.get(
+                f"http://127.0.0.1:{port}/", headers={"Host": host.split("/")[0],
+                                                     "X-Forwarded-Proto": scheme})
+            if status == 200:
+                return {"page_seconds": round(time.monotonic() - started, 2),
+                        "attempts": attempt + 1}
+            last = f"HTTP {status}: {' '.join(body.split())[:200]}"
+        except OSError as error:
+            last = str(error)
+        if attempt + 1 < c.health_retries:
+            ctx.sleep(c.health_delay)
+    raise StepFailed(f"the backend of colour {ctx.idle} (port {port}) answered {last}")
 
 
 # ---------------------------------------------------------------------------- proxies
