@@ -810,6 +810,9 @@ def test_upgrade_after_rollback_dumps_the_writes_when_told(tmp_path: Path) -> No
     assert f"{written:x}" in os.listdir(os.path.join(kept["moodledata"], "filedir"))
     assert oct(os.stat(config.backup_dir).st_mode & 0o777) == "0o700"
     assert host.served() == "green"
+    # moodle_status.yml says where the left-behind writes went
+    fact = json.loads(Path(config.fact_file).read_text())
+    assert fact["last_upgrade"]["kept_writes"]["dump"] == kept["dump"]
 
 
 def test_journal_ignores_a_torn_last_line(tmp_path: Path) -> None:
@@ -1264,3 +1267,18 @@ def test_an_upgrade_still_pending_after_upgrade_php_gives_the_live_colour_back(
         engine(host, config).upgrade()
     assert_serves(host, "blue", "v1", before)
     assert_closed(config)
+
+
+def test_the_window_ends_when_the_proxies_reloaded_onto_the_new_colour(tmp_path: Path) -> None:
+    """What users see: the maintenance page until the proxies reloaded; the check through
+    every proxy comes after (switched_at) and is not counted."""
+    host, config = make_host(tmp_path)
+    config = add_remote_proxy(host, config)
+    result = engine(host, config).upgrade()
+    switch = journal_records(config, "step_done", "switch")[-1]["data"]
+    frozen_at = freeze_data(config)["frozen_at"]
+    assert frozen_at < switch["served_at"] < switch["switched_at"]
+    assert result["maintenance_seconds"] == round(switch["served_at"] - frozen_at, 2)
+    fact = json.loads(Path(config.fact_file).read_text())
+    assert fact["last_upgrade"]["maintenance_seconds"] == round(
+        switch["served_at"] - frozen_at, 1)

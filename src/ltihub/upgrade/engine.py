@@ -31,6 +31,7 @@ from .steps import (
     count_writes,
     read_fact,
     to_stderr,
+    window_end,
 )
 
 Boundary = Callable[[str], None]
@@ -291,7 +292,7 @@ class Engine:
         if frozen and frozen.done:
             start = float(frozen.data.get("frozen_at", 0))
             if switched and switched.done:
-                window = float(switched.data["switched_at"]) - start
+                window = window_end(switched.data) - start
             elif outcome == "undone":
                 window = self.clock() - start
         result: dict[str, Any] = {

@@ -675,21 +675,27 @@ def _verify_proxy(ctx: Ctx, proxy: Proxy, colour: str) -> None:
                      f"{colour}: {last}")
 
 
-def point_proxies(ctx: Ctx, colour: str, *, verify: bool) -> None:
+def point_proxies(ctx: Ctx, colour: str, *, verify: bool) -> float:
+    """Point every proxy at ``colour``, test and reload them; returns when the last reload
+    returned (the proxies serve ``colour`` from then on), before the check through them."""
     for proxy in ctx.config.proxies:
         _point_proxy(ctx, proxy, colour)
     for proxy in ctx.config.proxies:
         _test_proxy(ctx, proxy)
     for proxy in ctx.config.proxies:
         _reload_proxy(ctx, proxy)
+    served_at = ctx.clock()
     if verify:
         for proxy in ctx.config.proxies:
             _verify_proxy(ctx, proxy, colour)
+    return served_at
 
 
 def switch_to(ctx: Ctx, to: str, back: str) -> dict[str, Any]:
+    """The maintenance window ends at ``served_at`` (the proxies reloaded onto ``to``, what
+    users see); ``switched_at`` is after the check that every proxy serves it."""
     try:
-        point_proxies(ctx, to, verify=True)
+        served_at = point_proxies(ctx, to, verify=True)
     except (CommandFailed, StepFailed, OSError) as error:
         try:
             point_proxies(ctx, back, verify=False)
@@ -698,7 +704,13 @@ def switch_to(ctx: Ctx, to: str, back: str) -> dict[str, Any]:
                              f"to colour {back} ({again})") from error
         raise StepFailed(f"the proxies could not switch to colour {to}: {error}; they serve "
                          f"colour {back} again") from error
-    return {"switched_at": ctx.clock()}
+    return {"served_at": served_at, "switched_at": ctx.clock()}
+
+
+def window_end(switch_data: dict[str, Any]) -> float:
+    """When users stopped seeing the maintenance page (journals from before ``served_at``
+    have only ``switched_at``)."""
+    return float(switch_data.get("served_at", switch_data["switched_at"]))
 
 
 def switch(ctx: Ctx) -> dict[str, Any]:
@@ -735,8 +747,7 @@ def read_fact(path: str) -> dict[str, Any]:
 
 
 def maintenance_seconds(ctx: Ctx) -> float:
-    return round(float(ctx.data["switch"]["switched_at"])
-                 - float(ctx.data["freeze"]["frozen_at"]), 1)
+    return round(window_end(ctx.data["switch"]) - float(ctx.data["freeze"]["frozen_at"]), 1)
 
 
 def _switch_fields(ctx: Ctx, fact: dict[str, Any], to: str, frm: str,
@@ -782,6 +793,9 @@ def record_upgrade(ctx: Ctx) -> dict[str, Any]:
         "data_copy": ctx.data.get("copy_data", {}).get("stats", {}),
         "upgrade_seconds": ctx.data.get("upgrade_php", {}).get("seconds", 0),
         "drain": ctx.data.get("freeze", {}).get("drain", {}),
+        # what a rollback had left on this colour, dumped before it was replaced
+        "kept_writes": {k: v for k, v in ctx.data.get("keep_writes", {}).items()
+                        if k in ("dump", "moodledata", "rows", "files")},
     }
     write_fact(c.fact_file, fact)
     return {}
