@@ -283,7 +283,10 @@ def window_row(files: int, r: dict[str, Any]) -> str:
         return None if value is None else float(value)
 
     frozen_at = steps.get("freeze", {}).get("data", {}).get("frozen_at")
-    switched_at = steps.get("switch", {}).get("data", {}).get("switched_at")
+    switch_data = steps.get("switch", {}).get("data", {})
+    # The window ends when the proxies reloaded onto the new colour (served_at); the check
+    # through them follows (switched_at). Older journals have only switched_at.
+    switched_at = switch_data.get("served_at", switch_data.get("switched_at"))
     if frozen_at is not None and switched_at is not None:
         window: float = float(switched_at) - float(frozen_at)
     else:
@@ -292,6 +295,13 @@ def window_row(files: int, r: dict[str, Any]) -> str:
     freeze_in = (steps["freeze"]["done"] - float(frozen_at)) if frozen_at is not None else None
     switch_in = (
         float(switched_at) - steps["switch"]["start"] if switched_at is not None else None
+    )
+    drain = steps.get("freeze", {}).get("data", {}).get("drain") or up.get("drain") or {}
+    drained = (
+        f"{fmt(drain.get('seconds'), 2)} ({drain.get('how', '?')}, "
+        f"{drain.get('waited_for', '-')} waited for)"
+        if drain
+        else "-"
     )
     dc = up.get("data_copy", {})
     counts = "/".join(str(dc.get(k, "?")) for k in ("kept", "linked", "copied", "removed"))
@@ -304,7 +314,7 @@ def window_row(files: int, r: dict[str, Any]) -> str:
     )
     return (
         f"| {r['db_mib']:.0f} | {files} | {r['playbook_s']:.0f} | {window:.1f} "
-        f"| {fmt(sec('precopy_db'))} | {fmt(sec('precopy_data'))} | {fmt(freeze_in)} "
+        f"| {fmt(sec('precopy_db'))} | {fmt(sec('precopy_data'))} | {fmt(freeze_in)} | {drained} "
         f"| {up.get('db_copy_mode', '?')} {fmt(sec('copy_db'))} "
         f"| {fmt(sec('copy_data'))} ({counts}) | {upgrade_s:.1f} (+{fmt(rest)}) "
         f"| {fmt(sec('health'))} | {fmt(switch_in)} | {window - upgrade_s:.1f} "
@@ -371,12 +381,13 @@ def main() -> int:
     archive = Path(args.standin_dir) / "standin-moodle-v2.tgz"
     print(
         "\n| DB MiB | pool files | upgrade playbook s | window s | DB pre-copy s (live) "
-        "| data pre-copy s (live) | freeze s | DB catch-up s | data catch-up s "
+        "| data pre-copy s (live) | freeze s | drain s (how, requests) | DB catch-up s "
+        "| data catch-up s "
         "(kept/linked/copied/removed) | upgrade.php s (+step) | health s "
         "| switch s | window - upgrade.php s | old data removed after, s "
         "| rollback playbook s | rollback window s |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     windows = []
     for mib in args.db_mb:  # a row as soon as it is measured: the big sizes take long
         windows.append(window_run(args.container, args.inventory, archive, mib))
