@@ -751,12 +751,15 @@ def test_rollback_serves_the_frozen_colour_and_counts_writes(tmp_path: Path) -> 
     assert host.timers["moodle-cron-blue.timer"] and not host.timers["moodle-cron-green.timer"]
     fact = json.loads(Path(config.fact_file).read_text())
     assert fact["last_rollback"]["rows_written_since_switch"] == 1
+    # counted after the switch, outside the window (the colour left stays frozen)
+    assert journal_records(config, "step_start", "count_writes")[-1]["at"] >= (
+        journal_records(config, "step_done", "switch")[-1]["at"])
     assert engine(host, config).rollback()["changed"] is False
     assert_closed(config)
 
 
 @pytest.mark.parametrize("kill_at", ["after:freeze", "ran:open_back", "start:switch",
-                                     "after:switch", "ran:record"])
+                                     "after:switch", "start:count_writes", "ran:record"])
 def test_rollback_kill_heals(tmp_path: Path, kill_at: str) -> None:
     host, config = make_host(tmp_path)
     host.write("blue")
