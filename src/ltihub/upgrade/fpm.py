@@ -10,10 +10,11 @@ request; its output is the page with CGI headers.
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from .host import Cmd, argv
+from .host import Cmd, Runner, argv
 
 STATUS_PATH = "/fpm-status"
 
@@ -68,6 +69,18 @@ def parse_status(output: str) -> list[Busy]:
             raise StatusUnreadable(f"a process entry is malformed: {error}") from error
         busy.append(Busy(pid, seconds, str(p.get("script", "-"))))
     return busy
+
+
+def read_status(runner: Runner, socket: str) -> list[Busy]:
+    """The running requests, read from the pool's status socket; StatusUnreadable when
+    cgi-fcgi is missing, hangs or fails, or the answer is not the full status."""
+    try:
+        result = runner.run(status_cmd(socket), check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:  # no cgi-fcgi, a hang
+        raise StatusUnreadable(str(error)) from error
+    if result.rc != 0:
+        raise StatusUnreadable(f"cgi-fcgi exited {result.rc}: {result.stderr.strip()[-200:]}")
+    return parse_status(result.stdout)
 
 
 # A request counts as begun before the freeze when it has run at least this much less than

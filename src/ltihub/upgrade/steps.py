@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -337,14 +336,7 @@ def drain(ctx: Ctx, frozen_at: float) -> dict[str, Any]:
             why = "no PHP-FPM status socket configured"
         else:
             try:
-                try:
-                    result = ctx.runner.run(fpm.status_cmd(c.fpm_status_socket), check=False)
-                except (OSError, subprocess.TimeoutExpired) as error:  # no cgi-fcgi, a hang
-                    raise fpm.StatusUnreadable(str(error)) from error
-                if result.rc != 0:
-                    raise fpm.StatusUnreadable(
-                        f"cgi-fcgi exited {result.rc}: {result.stderr.strip()[-200:]}")
-                running = fpm.parse_status(result.stdout)
+                running = fpm.read_status(ctx.runner, c.fpm_status_socket)
             except fpm.StatusUnreadable as error:
                 why = f"PHP-FPM status page unreadable ({error})"
         if why:
