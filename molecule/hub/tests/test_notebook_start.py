@@ -36,6 +36,7 @@ LIMITED, LIMITED_ID = "nbtime", "203"
 MEMORY, MEMORY_ID = "nbmem", "204"
 MIB = 1024**2
 LIMIT_SECONDS = 60  # the time limit of LIMITED's activity (launched first, stopped-checked last)
+LIMITED_RUN: dict[str, str | int] = {}  # its container (name, id) and start, from the first test
 COMMON = [
     "--custom",
     "lms_sessioninfo=3,8",
@@ -95,6 +96,13 @@ def test_time_warning_shows_before_the_limit(hub: Hub) -> None:
     )
     assert report["result"] == "ok", report
     name = hub.container_of(LIMITED)
+    LIMITED_RUN.update(
+        name=name,
+        id=hub.host.check_output(f"docker inspect -f '{{{{.Id}}}}' {name}"),
+        started=int(hub.host.check_output(
+            f"date -d \"$(docker inspect -f '{{{{.State.StartedAt}}}}' {name})\" +%s"
+        )),
+    )
     sticky = f"/home/others/{LIMITED}/.jnotice.sticky.txt"
     text = wait_for(lambda: hub.host.run(f"docker exec {name} cat {sticky}").stdout.strip(), 40)
     assert "stops at" in text and "Save your work" in text
@@ -233,14 +241,17 @@ def test_the_server_stops_at_its_time_limit(hub: Hub) -> None:
     The image's start script stops the server at NB_ACTLIMIT; the hub notices on its next
     poll and reports no server for the user.
     """
-    name = hub.container_of(LIMITED)
-    started = hub.host.check_output(
-        f"date -d \"$(docker inspect -f '{{{{.State.StartedAt}}}}' {name})\" +%s"
-    )
-    assert name in hub.containers()
+    assert LIMITED_RUN, "the first test of this file did not start the time-limited server"
+    name, started = str(LIMITED_RUN["name"]), int(LIMITED_RUN["started"])
     gone = wait_for(lambda: name not in hub.containers(), LIMIT_SECONDS + 120)
     assert gone, f"{name} still runs long after its {LIMIT_SECONDS} s limit"
-    ran = int(hub.host.check_output("date +%s")) - int(started)
+    # when it stopped: the engine's event, which outlives the container
+    died = hub.host.check_output(
+        f"docker events --since {started} --until $(date +%s) --format '{{{{.Time}}}}' "
+        f"--filter container={LIMITED_RUN['id']} --filter event=die"
+    ).split()
+    assert died, f"the engine recorded no end of {name}"
+    ran = int(died[0]) - started
     assert ran >= LIMIT_SECONDS - 5, f"stopped after {ran} s, before its limit"
 
     def no_server() -> bool:
