@@ -14,9 +14,10 @@ export ANSIBLE_FORCE_COLOR ?= 1
 export PY_COLORS ?= 1
 # One scenario alone while working: make molecule SCENARIO=default
 SCENARIO ?=
-# What `make test` runs. molecule/hub is for working on a hub alone: its tests also run
-# in `default`, against hub1 of the full site.
-CI_SCENARIOS := default moodle_ops moodle
+# What `make test` runs. molecule/hub and molecule/moodle are for working on a hub or the
+# Moodle host alone: the hub's tests also run in `default`, against hub1 of the full site,
+# and the Moodle host's tests and in-place upgrades in `moodle_ops`.
+CI_SCENARIOS := default moodle_ops
 VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 

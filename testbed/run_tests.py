@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("MJP_TEST_JOBS", "2")))
     parser.add_argument(
-        "--scenarios", default=os.environ.get("MJP_TEST_SCENARIOS", "default moodle_ops moodle")
+        "--scenarios", default=os.environ.get("MJP_TEST_SCENARIOS", "default moodle_ops")
     )
     parser.add_argument("--list", action="store_true", help="print the plan and exit")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Records the arguments of every process on the Moodle test host (molecule scenario moodle).
+"""Records the arguments of every process on the Moodle test host (scenarios moodle, moodle_ops).
 
 prepare.yml starts it (as a transient systemd unit) before converge; test_moodle.py reads
 the record and checks that no secret was ever in a process's arguments -- what any local

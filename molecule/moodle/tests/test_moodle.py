@@ -1,7 +1,12 @@
-"""What an operator checks on the Moodle host after site.yml (molecule scenario `moodle`).
+"""What an operator checks on the Moodle host after site.yml.
 
-mdl-moodle1 is the Moodle host and its own front proxy; mdl-hub1 is another host on the
-same network, used to look at the Moodle host from outside. Works with the test stand-in
+Runs in the scenario `moodle` (alone, to work on the Moodle host) and, in CI, in
+`moodle_ops` (its verifier lists this file; it sorts before moodle_ops's own tests, so it
+sees the freshly converged site, and test_upgrade_in_place.py runs it again after the
+in-place upgrades). The hosts come from molecule's inventory: the Moodle host is the first
+of the group `moodle` (its own front proxy: the public name); "another host" is one in
+neither `moodle` nor `moodle_proxy` (mdl-hub1 in `moodle`, ops-backup1 in `moodle_ops`),
+used to look at the Moodle host from outside. Works with the test stand-in
 (tests/moodle_standin) and with a real Moodle archive (MJP_MOODLE_ARCHIVE).
 """
 
@@ -15,10 +20,19 @@ import time
 from pathlib import Path
 
 import pytest
+from testinfra.utils.ansible_runner import AnsibleRunner
 
-testinfra_hosts = ["ansible://mdl-moodle1"]
+_INVENTORY = AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
+MOODLE_HOST = _INVENTORY.get_hosts("moodle")[0]
+OTHER_HOST = sorted(
+    set(_INVENTORY.get_hosts("all"))
+    - set(_INVENTORY.get_hosts("moodle"))
+    - set(_INVENTORY.get_hosts("moodle_proxy"))
+)[0]
 
-PUBLIC = "https://mdl-moodle1"
+testinfra_hosts = [f"ansible://{MOODLE_HOST}"]
+
+PUBLIC = f"https://{MOODLE_HOST}"
 WEB_USER = "www-data"
 # Every extension Moodle requires (shared/reference/moodle-facts.md) plus the optional ones
 # the php role installs and the MariaDB driver.
@@ -64,9 +78,10 @@ PROBE_PHP = (
 )
 
 
-def _hub(host):
+def _other(host):
+    """A host on the same network that is neither the Moodle host nor a front proxy."""
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    return host.get_host(f"ansible://mdl-hub1?ansible_inventory={inventory}")
+    return host.get_host(f"ansible://{OTHER_HOST}?ansible_inventory={inventory}")
 
 
 def _fact(host):
@@ -110,7 +125,7 @@ def test_front_page_from_another_host_shows_site_and_release(host):
         f"r = urllib.request.urlopen('{PUBLIC}/', context=ctx, timeout=20); "
         "print(r.status); print(r.read().decode())"
     )
-    result = _hub(host).run(f"python3 -c {shlex.quote(probe)}")
+    result = _other(host).run(f"python3 -c {shlex.quote(probe)}")
     assert result.rc == 0, result.stderr
     status, body = result.stdout.split("\n", 1)
     assert status == "200"
@@ -124,7 +139,8 @@ def test_front_page_from_another_host_shows_site_and_release(host):
 
 
 def test_http_redirects_to_https(host):
-    result = _curl(host, "-o /dev/null -w '%{http_code} %{redirect_url}' http://mdl-moodle1/login/index.php?x=1")
+    result = _curl(host, "-o /dev/null -w '%{http_code} %{redirect_url}' "
+                   f"http://{MOODLE_HOST}/login/index.php?x=1")
     assert result.stdout == f"301 {PUBLIC}/login/index.php?x=1"
 
 
@@ -160,15 +176,18 @@ def _connect_from(remote, target: str, port: int) -> int:
 
 
 def test_backend_port_closed_from_another_host(host):
-    hub = _hub(host)
+    other = _other(host)
     port = _fact(host)["active_backend_port"]
-    assert _connect_from(hub, "mdl-moodle1", 443) == 0, "the hub cannot even reach the proxy"
-    assert _connect_from(hub, "mdl-moodle1", port) == 3, f"port {port} is reachable from mdl-hub1"
+    assert _connect_from(other, MOODLE_HOST, 443) == 0, f"{OTHER_HOST} cannot reach the proxy"
+    assert _connect_from(other, MOODLE_HOST, port) == 3, (
+        f"port {port} is reachable from {OTHER_HOST}"
+    )
 
 
 def test_backend_port_open_to_the_proxy(host):
     port = _fact(host)["active_backend_port"]
-    result = _curl(host, f"-o /dev/null -w '%{{http_code}}' -H 'Host: mdl-moodle1' http://127.0.0.1:{port}/")
+    result = _curl(host, f"-o /dev/null -w '%{{http_code}}' -H 'Host: {MOODLE_HOST}' "
+                   f"http://127.0.0.1:{port}/")
     assert result.stdout in {"200", "303"}, result.stdout
     nft = host.run("nft list table inet mjp_firewall")
     assert nft.rc == 0
@@ -350,9 +369,11 @@ def test_cron_timer_active_and_has_run(host):
 
 def test_active_colour_recorded(host):
     fact = _fact(host)
-    assert fact["active_colour"] == "blue"
-    assert fact["colours"]["blue"]["backend_port"] == fact["active_backend_port"]
-    assert host.file("/srv/moodle/blue").linked_to == fact["colours"]["blue"]["release_dir"]
+    active = fact["active_colour"]
+    if "last_switch" not in fact:  # never switched (blue-green): the first deployment's colour
+        assert active == "blue"
+    assert fact["colours"][active]["backend_port"] == fact["active_backend_port"]
+    assert host.file(f"/srv/moodle/{active}").linked_to == fact["colours"][active]["release_dir"]
 
 
 def _secret(name: str) -> str:
