@@ -141,10 +141,11 @@ def test_the_moodle_checks_pass_on_the_upgraded_site(upgraded: dict[str, Any]) -
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"])
     argv = [sys.executable, "-m", "pytest", "--connection=ansible",
             f"--ansible-inventory={inventory.parent}", "-p", "no:cacheprovider", "-v",
-            "--durations=5", str(MOODLE_CHECKS)]
+            "--color=no", "--durations=5", str(MOODLE_CHECKS)]
+    # plain text (make test sets PY_COLORS=1): the summary line is read below
+    env = {**os.environ, "PY_COLORS": "0"}
     proc = subprocess.run(  # noqa: S603 - our own test file, argument list
-        argv, env=dict(os.environ), cwd=REPO, capture_output=True, text=True, check=False,
-        timeout=1800,
+        argv, env=env, cwd=REPO, capture_output=True, text=True, check=False, timeout=1800,
     )
     output = proc.stdout + proc.stderr
     summary = output.strip().splitlines()[-1] if output.strip() else ""
