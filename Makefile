@@ -21,7 +21,7 @@ CI_SCENARIOS := default moodle_ops
 VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: help bootstrap image demo demo-down lint unit molecule test clean
+.PHONY: help bootstrap image host-image demo demo-down lint unit molecule test clean
 
 help:
 	@echo "make demo       deploy the platform onto three local test hosts"
@@ -33,9 +33,12 @@ help:
 bootstrap:
 	@testbed/bootstrap.sh
 
-image: bootstrap
-	@$(VENV)/python testbed/build_image.py $(MOLECULE_DISTRO)
+image: host-image
 	@$(VENV)/python testbed/build_notebook_base.py
+
+# The test hosts' systemd image only (make test builds the notebook base as a stage).
+host-image: bootstrap
+	@$(VENV)/python testbed/build_image.py $(MOLECULE_DISTRO)
 
 demo: image
 	@start=$$(date +%s); \
@@ -62,9 +65,9 @@ molecule: image
 	else for s in $(CI_SCENARIOS); do start=$$(date +%s); $(VENV)/molecule test -s "$$s" || exit 1; \
 	  echo "== scenario $$s: $$(( $$(date +%s) - start )) s"; done; fi
 
-# lint, unit and the scenarios as stages (two side by side: CI has two cores), with a
-# table of their times at the end; see testbed/run_tests.py.
-test: image
+# lint, unit, the notebook base and the scenarios as stages (two side by side: CI has two
+# cores), with a table of their times at the end; see testbed/run_tests.py.
+test: host-image
 	@$(VENV)/python testbed/run_tests.py --scenarios "$(CI_SCENARIOS)"
 
 clean: demo-down

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 LOG_DIR = REPO / ".cache" / "test-logs"
 
@@ -67,12 +69,31 @@ def default_stages(scenarios: Sequence[str]) -> list[Stage]:
     free, and the list is longest first (the classic rule for filling two slots evenly):
     the two longest scenarios start at once, the shorter one follows in whichever slot
     frees first, the unit tests and lint fill in at the end. Nothing waits for lint: a
-    green run needs every stage anyway.
+    green run needs every stage anyway. Scenarios with hubs wait for the notebook base
+    (see :func:`has_hubs`), which goes first; the others take the second slot meanwhile.
     """
     lint = Stage("lint", ("make", "--no-print-directory", "lint"))
     unit = Stage("unit", ("make", "--no-print-directory", "unit"))
     scenario_stages = [molecule(s) for s in scenarios]
-    return [*scenario_stages, unit, lint]
+    hub_scenarios = [s for s in scenario_stages if has_hubs(s.name.split()[-1])]
+    if not hub_scenarios:
+        return [*scenario_stages, unit, lint]
+    # The notebook images' base (a debootstrap, about a minute of one core) is a stage of
+    # its own: only the scenarios with hubs wait for it, the others start at once.
+    base = Stage("notebook base",
+                 (sys.executable, str(REPO / "testbed" / "build_notebook_base.py")))
+    waiting = [Stage(s.name, s.argv, (*s.after, base.name)) if s in hub_scenarios else s
+               for s in scenario_stages]
+    return [base, *waiting, unit, lint]
+
+
+def has_hubs(scenario: str) -> bool:
+    """Whether a scenario's hosts include a JupyterHub host (they build notebook images)."""
+    config = REPO / "molecule" / scenario / "molecule.yml"
+    if not config.is_file():
+        return False
+    platforms = yaml.safe_load(config.read_text()).get("platforms") or []
+    return any("jupyterhub" in (p.get("groups") or []) for p in platforms)
 
 
 @dataclass

@@ -70,12 +70,23 @@ def test_a_failure_stops_new_stages_and_fails_the_run() -> None:
 
 def test_default_plan_has_every_scenario_and_the_checks() -> None:
     names = [s.name for s in run_tests.default_stages(["default", "moodle_ops", "moodle"])]
-    assert sorted(names) == sorted(
-        ["lint", "unit", "molecule default", "molecule moodle_ops", "molecule moodle"]
-    )
+    assert sorted(names) == sorted(["lint", "unit", "notebook base", "molecule default",
+                                    "molecule moodle_ops", "molecule moodle"])
     assert [s.name for s in run_tests.default_stages(["default"])] == [
-        "molecule default", "unit", "lint",
+        "notebook base", "molecule default", "unit", "lint",
     ]
+    assert [s.name for s in run_tests.default_stages(["moodle_ops"])] == [
+        "molecule moodle_ops", "unit", "lint",
+    ]
+
+
+def test_only_the_scenarios_with_hubs_wait_for_the_notebook_base() -> None:
+    plan = {s.name: s for s in run_tests.default_stages(["default", "moodle_ops", "hub"])}
+    assert plan["notebook base"].argv[-1].endswith("testbed/build_notebook_base.py")
+    assert plan["molecule default"].after == ("notebook base",)
+    assert plan["molecule hub"].after == ("notebook base",)
+    assert plan["molecule moodle_ops"].after == ()
+    assert plan["unit"].after == () and plan["lint"].after == ()
 
 
 def _makespan(order: list[str], minutes: dict[str, int], jobs: int = 2) -> int:
@@ -89,7 +100,8 @@ def _makespan(order: list[str], minutes: dict[str, int], jobs: int = 2) -> int:
 
 def test_default_plan_balances_two_slots() -> None:
     # Stage times (minutes) of the last two green pre-checks: the longest stages go first.
-    plan = [s.name for s in run_tests.default_stages(["default", "moodle_ops", "moodle"])]
+    plan = [s.name for s in run_tests.default_stages(["default", "moodle_ops", "moodle"])
+            if s.name != "notebook base"]
     checks_first = ["lint", "molecule moodle_ops", "unit", "molecule default", "molecule moodle"]
     default_first = ["molecule default", "unit", "molecule moodle_ops", "molecule moodle", "lint"]
     earlier = {"lint": 2, "unit": 3, "molecule default": 36, "molecule moodle_ops": 27,
