@@ -66,14 +66,14 @@ def run_playbook(name: str, **extra_vars: Any) -> PlaybookRun:
 
 def fact(host: Any) -> dict[str, Any]:
     """The Moodle host's local fact (/etc/ansible/facts.d/moodle.fact)."""
-    return json.loads(host.file("/etc/ansible/facts.d/moodle.fact").content_string)
+    return dict(json.loads(host.file("/etc/ansible/facts.d/moodle.fact").content_string))
 
 
 def colour_dirroot(host: Any, colour: str | None = None) -> str:
     """The web root of a colour (the active one by default)."""
     data = fact(host)
     entry = data["colours"][colour or data["active_colour"]]
-    return entry["release_dir"] + ("/public" if entry["public_layout"] else "")
+    return str(entry["release_dir"]) + ("/public" if entry["public_layout"] else "")
 
 
 def standin(host: Any, args: str, colour: str | None = None) -> Any:
@@ -86,7 +86,7 @@ def content(host: Any, colour: str | None = None) -> dict[str, Any]:
     """Rows, files and versions of a colour, as the stand-in lists them."""
     result = standin(host, "--list", colour)
     assert result.rc == 0, result.stdout + result.stderr
-    return json.loads(result.stdout)
+    return dict(json.loads(result.stdout))
 
 
 def front_page(host: Any) -> tuple[int, str]:

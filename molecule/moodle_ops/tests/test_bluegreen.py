@@ -33,6 +33,10 @@ V1 = "4.5 (Build: 20241007)"
 V2 = "4.5.1 (Build: 20241209)"
 STATE = "/var/lib/mjp-moodle/bluegreen"
 JOURNAL = f"{STATE}/journal.jsonl"
+# The blue-green program's own read-only view of its journal and lock (what
+# playbooks/moodle_status.yml puts into words), asked on the host without a playbook run.
+PROGRAM_STATUS = ("env PYTHONPATH=/usr/local/lib/mjp/python /usr/bin/python3 -m ltihub.upgrade "
+                  f"status --config {STATE}/config.json")
 
 # Runs on the Moodle host under systemd-run: two clients fetch the public front page through
 # the proxy, each on a new connection, until /tmp/loadgen.stop appears. One JSON line per
@@ -106,9 +110,8 @@ def _start_writer(host: Any, database: str, dataroot: str) -> None:
              f"CREATE TABLE {database}.mdl_mjp_filler (id BIGINT AUTO_INCREMENT PRIMARY KEY,"
              " pad VARCHAR(1000)) ENGINE=InnoDB;"
              f"INSERT INTO {database}.mdl_mjp_filler (pad) VALUES (REPEAT('x', 1000))")
-    for _ in range(15):
-        db(host, f"INSERT INTO {database}.mdl_mjp_filler (pad) "
-                 f"SELECT pad FROM {database}.mdl_mjp_filler")
+    db(host, ";".join([f"INSERT INTO {database}.mdl_mjp_filler (pad) "
+                       f"SELECT pad FROM {database}.mdl_mjp_filler"] * 15))  # 2^15 rows
     host.run("rm -f /tmp/writer.stop")
     host.run(f"printf '%s' {shlex.quote(WRITER)} > /tmp/writer.sh")
     started = host.run(f"systemd-run --unit=mjp-writer --collect bash /tmp/writer.sh {database} "
@@ -144,6 +147,23 @@ def _upgrade(archives: Any, archive: str, version: str, **extra: Any) -> Any:
         moodle_archive_local=str(archives / archive),
         **extra,
     )
+
+
+def _program_status(host: Any) -> dict[str, Any]:
+    result = host.run(PROGRAM_STATUS)
+    assert result.rc == 0, result.stdout + result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def _interrupted(host: Any, op: str, rerun_will: str) -> dict[str, Any]:
+    """The program's view after a kill: an interrupted ``op`` (no process holds the lock)
+    whose re-run will ``rerun_will`` ("undo" or "finish") it; its open operation."""
+    state = _program_status(host)
+    operation = state["open_operation"]
+    assert state["interrupted"] and not state["running"], state
+    assert operation["op"] == op and operation["next"] == rerun_will, operation
+    assert state["rerun_will"].startswith(f"{rerun_will} the {op}"), state["rerun_will"]
+    return dict(operation)
 
 
 def _history(host: Any) -> list[dict[str, Any]]:
@@ -397,6 +417,13 @@ def test_a_refused_target_changes_nothing(host: Any, standin_archives: Any) -> N
 # at the next boundary. "start:<step>" is right after the journal records the step as begun,
 # which is what a kill in the middle of that step leaves behind.
 KILL_CHAIN = ["after:freeze", "start:copy_db", "start:upgrade_php", "after:switch"]
+# After which kills the operator's status playbook (moodle_status.yml) runs too, to check its
+# words for an interrupted upgrade: one kill before upgrade.php's end (a re-run undoes), and
+# the one after the switch (a re-run finishes). After every kill the program's own status
+# (the same reading of the journal, without a playbook run) says what a re-run will do, and
+# after the first the status playbook shows the upgrade as running while a process holds
+# the lock (_other_tools_refuse_while_a_process_holds_the_lock).
+STATUS_PLAYBOOK_AFTER = {"start:copy_db", "after:switch"}
 
 
 def test_an_upgrade_killed_at_each_step_in_turn_heals_on_every_rerun(
@@ -421,11 +448,15 @@ def test_an_upgrade_killed_at_each_step_in_turn_heals_on_every_rerun(
         assert host.file(JOURNAL).exists
         if kill_at != "after:switch":
             assert front_page(host)[0] == 503, kill_at  # frozen: the maintenance page
-        status_run = run_playbook("moodle_status.yml")
-        assert status_run.rc == 0 and status_run.changed == 0
-        assert "Interrupted: upgrade" in status_run.output
-        will = "will finish the upgrade" if kill_at == "after:switch" else "will undo the upgrade"
-        assert will in status_run.output, kill_at
+        will = "finish" if kill_at == "after:switch" else "undo"
+        operation = _interrupted(host, "upgrade", will)
+        if kill_at.startswith("start:"):  # killed in the middle of that step
+            assert operation["interrupted_in"] == [kill_at.split(":", 1)[1]], operation
+        if kill_at in STATUS_PLAYBOOK_AFTER:
+            status_run = run_playbook("moodle_status.yml")
+            assert status_run.rc == 0 and status_run.changed == 0
+            assert "Interrupted: upgrade" in status_run.output
+            assert f"will {will} the upgrade" in status_run.output, kill_at
         if number == 0:
             _other_tools_refuse_while_a_process_holds_the_lock(host)
 
@@ -481,9 +512,9 @@ def test_a_rollback_killed_after_the_switch_is_finished_by_the_next_run(host: An
 
     assert run.rc != 0 and "killed by signal 9" in run.output
     assert fact(host)["active_colour"] == upgraded  # not recorded yet
-    status_run = run_playbook("moodle_status.yml")
-    assert "Interrupted: rollback" in status_run.output
-    assert "will finish the rollback" in status_run.output
+    # Past its point of no return (the switch): the program's status says a re-run finishes
+    # it (moodle_status.yml words this as after the upgrade killed after its switch, above).
+    assert "switch" in _interrupted(host, "rollback", "finish")["steps_done"]
 
     run = run_playbook("moodle_rollback.yml")
 
@@ -511,8 +542,11 @@ def test_an_upgrade_killed_after_upgrade_php_is_finished_by_the_next_run(
                    moodle_bluegreen_discard_writes=True,
                    moodle_bluegreen_test_kill_at="after:upgrade_php")
     assert run.rc != 0 and "killed by signal 9" in run.output
-    status_run = run_playbook("moodle_status.yml")
-    assert "will finish the upgrade" in status_run.output
+    # Past its point of no return, not switched yet: a re-run finishes (the program's status;
+    # moodle_status.yml's words for it are checked in the kill chain above).
+    operation = _interrupted(host, "upgrade", "finish")
+    assert "upgrade_php" in operation["steps_done"] and "switch" not in operation["steps_done"]
+    assert fact(host)["active_colour"] == live
 
     run = _upgrade(standin_archives, "standin-moodle-v2.tgz", "4.5.1",
                    moodle_bluegreen_discard_writes=True)
