@@ -26,11 +26,13 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   log "Creating the Python venv .venv (pinned tools from pyproject.toml)"
   python3 -m venv .venv || { apt_install python3-venv && python3 -m venv .venv; }
   .venv/bin/pip install --quiet --upgrade pip
-  # Byte-compiled on all cores, without ansible_collections (15 000 of the 20 000 files):
-  # Ansible's collection loader compiles those from source on every load and never reads
-  # a .pyc, so compiling them at install (pip, one core) was about a minute of waste.
+  # Byte-compiled on all cores instead of pip's one, without the collections' modules and
+  # tests (9 500 of the 20 000 files): modules run on the managed hosts (their source is
+  # sent there). Everything the controller imports is compiled: a build machine may set
+  # PYTHONDONTWRITEBYTECODE, so what is left out is compiled again at every import.
   .venv/bin/pip install --quiet --no-compile -e '.[dev,hub]'
-  .venv/bin/python -m compileall -q -j 0 -x '/ansible_collections/' .venv/lib >/dev/null
+  .venv/bin/python -m compileall -q -j 0 -x '/ansible_collections/.*/(plugins/modules|tests)/' \
+    .venv/lib >/dev/null
   echo "$want" > "$stamp"
 fi
 
