@@ -57,8 +57,8 @@ class Result:
         return self.ended - self.started
 
 
-def molecule(scenario: str) -> Stage:
-    return Stage(f"molecule {scenario}", ("molecule", "test", "-s", scenario))
+def molecule(scenario: str, after: tuple[str, ...] = ()) -> Stage:
+    return Stage(f"molecule {scenario}", ("molecule", "test", "-s", scenario), after)
 
 
 def default_stages(scenarios: Sequence[str]) -> list[Stage]:
@@ -74,17 +74,15 @@ def default_stages(scenarios: Sequence[str]) -> list[Stage]:
     """
     lint = Stage("lint", ("make", "--no-print-directory", "lint"))
     unit = Stage("unit", ("make", "--no-print-directory", "unit"))
-    scenario_stages = [molecule(s) for s in scenarios]
-    hub_scenarios = [s for s in scenario_stages if has_hubs(s.name.split()[-1])]
-    if not hub_scenarios:
-        return [*scenario_stages, unit, lint]
+    with_hubs = {s for s in scenarios if has_hubs(s)}
+    if not with_hubs:
+        return [*(molecule(s) for s in scenarios), unit, lint]
     # The notebook images' base (a debootstrap, about a minute of one core) is a stage of
     # its own: only the scenarios with hubs wait for it, the others start at once.
     base = Stage("notebook base",
                  (sys.executable, str(REPO / "testbed" / "build_notebook_base.py")))
-    waiting = [Stage(s.name, s.argv, (*s.after, base.name)) if s in hub_scenarios else s
-               for s in scenario_stages]
-    return [base, *waiting, unit, lint]
+    return [base, *(molecule(s, after=(base.name,) if s in with_hubs else ()) for s in scenarios),
+            unit, lint]
 
 
 def has_hubs(scenario: str) -> bool:
