@@ -3,14 +3,17 @@
 prepare.yml starts it (as a transient systemd unit) before converge; test_moodle.py reads
 the record and checks that no secret was ever in a process's arguments -- what any local
 user can read in /proc/<pid>/cmdline -- above all while admin/cli/install_database.php ran.
-It scans /proc every 10 ms and stops a minute after the install has ended, or after
-MAX_SECONDS. The record (root's, mode 0600) lives on the throw-away test host only.
+It scans /proc every 10 ms until SIGTERM (converge.yml's last play sends it: the verifier's
+own commands, which log in with the admin password, are not the converge's) or MAX_SECONDS,
+and writes its record as it ends. The record (root's, mode 0600) lives on the throw-away
+test host only.
 
 Usage: argv_sampler.py RECORD.json [MAX_SECONDS]
 """
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -46,22 +49,19 @@ def main():
     start = time.monotonic()
     seen = set()
     install_seen = False
-    install_ended = None
     record = {"finished": False, "install_seen": False, "scans": 0, "cmdlines": []}
     last_save = 0.0
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     while True:
         now = time.monotonic()
         found = scan()
         record["scans"] += 1
         installing = any(INSTALL in arg for cmd in found for arg in cmd)
         install_seen = install_seen or installing
-        if install_seen and not installing and install_ended is None:
-            install_ended = now
-        elif installing:
-            install_ended = None
         new = found - seen
         seen |= new
-        done = (install_ended is not None and now - install_ended > 60) or now - start > max_seconds
+        done = bool(stop) or now - start > max_seconds
         if new or done or now - last_save > 5:
             record.update(
                 install_seen=install_seen, finished=done, cmdlines=sorted(list(c) for c in seen)

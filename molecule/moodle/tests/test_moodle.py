@@ -406,10 +406,11 @@ def test_config_php_readable_by_the_web_user_only_and_prevents_exec_paths(host):
 
 def test_no_secret_in_any_process_arguments_during_the_install(host):
     # prepare.yml started molecule/moodle/files/argv_sampler.py before converge: it scanned
-    # /proc/*/cmdline every 10 ms until a minute after install_database.php had ended.
+    # /proc/*/cmdline every 10 ms until converge.yml stopped it at the converge's end.
     record_file = host.file("/root/mjp-argv-sampler.json")
     assert record_file.exists, "the argv sampler started by prepare.yml left no record"
     record = json.loads(record_file.content_string)
+    assert record["finished"], "the argv sampler was still running: its record may be cut short"
     assert record["install_seen"], "the sampler never saw install_database.php run"
     cmdlines = ["\0".join(args) for args in record["cmdlines"]]
     installs = [c for c in cmdlines if "admin/cli/install_database.php" in c]
