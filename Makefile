@@ -36,7 +36,7 @@ bootstrap:
 image: host-image
 	@$(VENV)/python testbed/build_notebook_base.py
 
-# The test hosts' systemd image only (make test builds the notebook base as a stage).
+# The test hosts' systemd image only (make test builds both images as stages).
 host-image: bootstrap
 	@$(VENV)/python testbed/build_image.py $(MOLECULE_DISTRO)
 
@@ -65,9 +65,9 @@ molecule: image
 	else for s in $(CI_SCENARIOS); do start=$$(date +%s); $(VENV)/molecule test -s "$$s" || exit 1; \
 	  echo "== scenario $$s: $$(( $$(date +%s) - start )) s"; done; fi
 
-# lint, unit, the notebook base and the scenarios as stages (two side by side: CI has two
-# cores), with a table of their times at the end; see testbed/run_tests.py.
-test: host-image
+# The host image, the notebook base, lint, unit and the scenarios as stages (two side by
+# side: CI has two cores), with a table of their times at the end; see testbed/run_tests.py.
+test: bootstrap
 	@$(VENV)/python testbed/run_tests.py --scenarios "$(CI_SCENARIOS)"
 
 clean: demo-down

@@ -13,7 +13,7 @@ else Ansible's ``fatal:`` lines, else a crashed tool's traceback), then the tabl
 ``stages: N passed, N failed``: a CI that keeps only the tail of the output still shows
 the cause.
 
-Usage: run_tests.py [--jobs N] [--only NAME[,NAME]] [--list]
+Usage: run_tests.py [--jobs N] [--scenarios 'A B'] [--distro DISTRO] [--list]
 """
 
 from __future__ import annotations
@@ -61,27 +61,36 @@ def molecule(scenario: str, after: tuple[str, ...] = ()) -> Stage:
     return Stage(f"molecule {scenario}", ("molecule", "test", "-s", scenario), after)
 
 
-def default_stages(scenarios: Sequence[str]) -> list[Stage]:
-    """The plan of ``make test``: checks, unit tests and the molecule scenarios.
+def default_stages(scenarios: Sequence[str], distro: str = "debian12") -> list[Stage]:
+    """The plan of ``make test``: the images, checks, unit tests and the molecule scenarios.
 
     ``scenarios`` comes longest first. Scenarios are independent (own hosts, own Docker
     network), so with two jobs two run side by side. Stages start in list order as slots
     free, and the list is longest first (the classic rule for filling two slots evenly):
     the two longest scenarios start at once, the shorter one follows in whichever slot
     frees first, the unit tests and lint fill in at the end. Nothing waits for lint: a
-    green run needs every stage anyway. Scenarios with hubs wait for the notebook base
-    (see :func:`has_hubs`), which goes first; the others take the second slot meanwhile.
+    green run needs every stage anyway.
+
+    Two images come first, side by side: the test hosts' (``build_image.py``: a debootstrap
+    on a new machine, a check of its recipe hash otherwise) and the notebook images' base
+    (``build_notebook_base.py``, a debootstrap of about a minute). Every scenario waits for
+    the host image, and only the scenarios with hubs (see :func:`has_hubs`) for the base,
+    so ``moodle_ops`` starts as soon as the host image is there. The unit tests and lint do
+    not need the host image but wait for it too: on a new machine they would otherwise take
+    the slot the notebook base frees, before the scenarios, the longest path, could start.
     """
-    lint = Stage("lint", ("make", "--no-print-directory", "lint"))
-    unit = Stage("unit", ("make", "--no-print-directory", "unit"))
+    image = Stage("host image", (sys.executable, str(REPO / "testbed" / "build_image.py"),
+                                 distro))
+    lint = Stage("lint", ("make", "--no-print-directory", "lint"), (image.name,))
+    unit = Stage("unit", ("make", "--no-print-directory", "unit"), (image.name,))
     with_hubs = {s for s in scenarios if has_hubs(s)}
     if not with_hubs:
-        return [*(molecule(s) for s in scenarios), unit, lint]
-    # The notebook images' base (a debootstrap, about a minute of one core) is a stage of
-    # its own: only the scenarios with hubs wait for it, the others start at once.
+        return [image, *(molecule(s, after=(image.name,)) for s in scenarios), unit, lint]
     base = Stage("notebook base",
                  (sys.executable, str(REPO / "testbed" / "build_notebook_base.py")))
-    return [base, *(molecule(s, after=(base.name,) if s in with_hubs else ()) for s in scenarios),
+    return [image, base,
+            *(molecule(s, after=(image.name, base.name) if s in with_hubs else (image.name,))
+              for s in scenarios),
             unit, lint]
 
 
@@ -247,11 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scenarios", default=os.environ.get("MJP_TEST_SCENARIOS", "default moodle_ops")
     )
+    parser.add_argument("--distro", default=os.environ.get("MOLECULE_DISTRO", "debian12"),
+                        help="the test hosts' distribution (the host image to build)")
     parser.add_argument("--list", action="store_true", help="print the plan and exit")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    stages = default_stages(args.scenarios.split())
+    stages = default_stages(args.scenarios.split(), args.distro)
     if args.list:
         for s in stages:
             print(f"{s.name}: {' '.join(s.argv)}" + (f"  (after {', '.join(s.after)})"

@@ -70,23 +70,45 @@ def test_a_failure_stops_new_stages_and_fails_the_run() -> None:
 
 def test_default_plan_has_every_scenario_and_the_checks() -> None:
     names = [s.name for s in run_tests.default_stages(["default", "moodle_ops", "moodle"])]
-    assert sorted(names) == sorted(["lint", "unit", "notebook base", "molecule default",
-                                    "molecule moodle_ops", "molecule moodle"])
+    assert sorted(names) == sorted(["host image", "lint", "unit", "notebook base",
+                                    "molecule default", "molecule moodle_ops", "molecule moodle"])
     assert [s.name for s in run_tests.default_stages(["default"])] == [
-        "notebook base", "molecule default", "unit", "lint",
+        "host image", "notebook base", "molecule default", "unit", "lint",
     ]
     assert [s.name for s in run_tests.default_stages(["moodle_ops"])] == [
-        "molecule moodle_ops", "unit", "lint",
+        "host image", "molecule moodle_ops", "unit", "lint",
     ]
+
+
+def test_the_host_image_of_the_distribution_comes_first_and_everything_else_waits() -> None:
+    plan = run_tests.default_stages(["default", "moodle_ops"], "debian13")
+    assert plan[0].name == "host image" and plan[0].after == ()
+    assert plan[0].argv[-2:] == (str(run_tests.REPO / "testbed" / "build_image.py"), "debian13")
+    assert all("host image" in s.after for s in plan if s.name not in ("host image",
+                                                                       "notebook base"))
 
 
 def test_only_the_scenarios_with_hubs_wait_for_the_notebook_base() -> None:
     plan = {s.name: s for s in run_tests.default_stages(["default", "moodle_ops", "hub"])}
     assert plan["notebook base"].argv[-1].endswith("testbed/build_notebook_base.py")
-    assert plan["molecule default"].after == ("notebook base",)
-    assert plan["molecule hub"].after == ("notebook base",)
-    assert plan["molecule moodle_ops"].after == ()
-    assert plan["unit"].after == () and plan["lint"].after == ()
+    assert plan["notebook base"].after == ()
+    assert plan["molecule default"].after == ("host image", "notebook base")
+    assert plan["molecule hub"].after == ("host image", "notebook base")
+    assert plan["molecule moodle_ops"].after == ("host image",)
+    assert plan["unit"].after == ("host image",) and plan["lint"].after == ("host image",)
+
+
+def test_on_a_new_machine_nothing_takes_the_slot_the_notebook_base_frees() -> None:
+    # The host image (a debootstrap on a new machine) takes longer than the notebook base:
+    # when the base ends, nothing may start before the scenarios, the longest path.
+    plan = run_tests.default_stages(["default", "moodle_ops"])
+    images = {"host image", "notebook base"}
+
+    def ready(done: set[str]) -> list[str]:
+        return [s.name for s in plan if s.name not in images and set(s.after) <= done]
+
+    assert ready({"notebook base"}) == []
+    assert ready(images) == ["molecule default", "molecule moodle_ops", "unit", "lint"]
 
 
 def _makespan(order: list[str], minutes: dict[str, int], jobs: int = 2) -> int:
@@ -101,7 +123,7 @@ def _makespan(order: list[str], minutes: dict[str, int], jobs: int = 2) -> int:
 def test_default_plan_balances_two_slots() -> None:
     # Stage times (minutes) of the last two green pre-checks: the longest stages go first.
     plan = [s.name for s in run_tests.default_stages(["default", "moodle_ops", "moodle"])
-            if s.name != "notebook base"]
+            if s.name not in ("host image", "notebook base")]
     checks_first = ["lint", "molecule moodle_ops", "unit", "molecule default", "molecule moodle"]
     default_first = ["molecule default", "unit", "molecule moodle_ops", "molecule moodle", "lint"]
     earlier = {"lint": 2, "unit": 3, "molecule default": 36, "molecule moodle_ops": 27,
