@@ -38,7 +38,7 @@ MIB = 1024**2
 LIMIT_SECONDS = 60  # the time limit of LIMITED's activity (launched first, stopped-checked last)
 LIMITED_RUN: dict[str, str | int] = {}  # its container (name, id) and start, from the first test
 # When LIMITED's container died, written by a `docker events` started with it: the engine
-# keeps only its last few hundred events, and the tests between make more than that.
+# keeps a bounded number of recent events, and the tests in between can push it out.
 LIMITED_DIED = "/root/mjp-limited-died.txt"
 COMMON = [
     "--custom",
