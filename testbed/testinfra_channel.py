@@ -148,16 +148,21 @@ class Pool:
         self._all: list[Channel] = []
 
     def run(self, argv: Sequence[str], command: bytes) -> tuple[int, bytes, bytes]:
-        channel = self._take(tuple(argv))
+        key = tuple(argv)
+        channel = self._take(key)
         try:
-            result = channel.run(command)
-        except BrokenPipeError:
-            # The server had gone before it read the request (its container restarted,
-            # say): the command did not run. Once more on a new channel.
-            channel.close()
-            channel = self._take(tuple(argv))
-            result = channel.run(command)
-        self._give(tuple(argv), channel)
+            try:
+                result = channel.run(command)
+            except BrokenPipeError:
+                # The server had gone before it read the request (its container restarted,
+                # say): the command did not run. Once more on a new channel.
+                self._drop(channel)
+                channel = self._take(key)
+                result = channel.run(command)
+        except ChannelError:
+            self._drop(channel)
+            raise
+        self._give(key, channel)
         return result
 
     def close(self) -> None:
@@ -179,6 +184,13 @@ class Pool:
         with self._lock:
             self._all.append(channel)
         return channel
+
+    def _drop(self, channel: Channel) -> None:
+        """Forget and close a channel that failed."""
+        with self._lock:
+            if channel in self._all:
+                self._all.remove(channel)
+        channel.close()
 
     def _give(self, key: tuple[str, ...], channel: Channel) -> None:
         with self._lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import time
@@ -44,10 +46,13 @@ def test_a_command_has_no_standard_input(pool: Pool) -> None:
 
 
 def test_a_background_process_holding_the_output_does_not_hold_the_result(pool: Pool) -> None:
-    started = time.monotonic()
-    status, out, _ = pool.run(LOCAL, b"sleep 30 & echo here")
-    assert (status, out) == (0, b"here\n")
-    assert time.monotonic() - started < 10
+    status, out, _ = pool.run(LOCAL, b"sleep 30 & echo $!")
+    assert status == 0
+    background = int(out)
+    try:
+        os.kill(background, 0)  # the result came back while it still held the output
+    finally:
+        os.kill(background, signal.SIGTERM)
 
 
 def test_commands_share_one_server(pool: Pool) -> None:
@@ -69,20 +74,23 @@ def test_a_server_dying_during_a_command_fails_that_command(pool: Pool) -> None:
     assert pool.run(LOCAL, b"echo again") == (0, b"again\n", b"")
 
 
-def test_two_threads_run_side_by_side_on_two_servers(pool: Pool) -> None:
-    servers: list[bytes] = []
+def test_two_threads_run_side_by_side_on_two_servers(pool: Pool, tmp_path: Path) -> None:
+    results: list[tuple[int, bytes, bytes]] = []
 
-    def work() -> None:
-        servers.append(pool.run(LOCAL, b"sleep 1; echo $PPID")[1])
+    def work(mine: str, other: str) -> None:
+        # Each command waits (10 s at most) for the other to have started: both succeed
+        # only if they run at the same time.
+        results.append(pool.run(LOCAL, (
+            f"touch {tmp_path}/{mine}; for i in $(seq 200); do [ -e {tmp_path}/{other} ] && "
+            f"{{ echo $PPID; exit 0; }}; sleep 0.05; done; exit 1").encode()))
 
-    started = time.monotonic()
-    threads = [threading.Thread(target=work) for _ in range(2)]
+    threads = [threading.Thread(target=work, args=pair) for pair in (("a", "b"), ("b", "a"))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert time.monotonic() - started < 1.9
-    assert len(set(servers)) == 2
+    assert [status for status, _, _ in results] == [0, 0], results
+    assert len({out for _, out, _ in results}) == 2  # two servers
 
 
 def test_a_channel_that_cannot_start_says_so() -> None:
