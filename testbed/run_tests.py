@@ -83,15 +83,15 @@ def default_stages(scenarios: Sequence[str], distro: str = "debian12") -> list[S
                                  distro))
     lint = Stage("lint", ("make", "--no-print-directory", "lint"), (image.name,))
     unit = Stage("unit", ("make", "--no-print-directory", "unit"), (image.name,))
-    with_hubs = {s for s in scenarios if has_hubs(s)}
-    if not with_hubs:
-        return [image, *(molecule(s, after=(image.name,)) for s in scenarios), unit, lint]
-    base = Stage("notebook base",
-                 (sys.executable, str(REPO / "testbed" / "build_notebook_base.py")))
-    return [image, base,
-            *(molecule(s, after=(image.name, base.name) if s in with_hubs else (image.name,))
-              for s in scenarios),
-            unit, lint]
+    images = [image]
+    after: dict[str, tuple[str, ...]] = {s: (image.name,) for s in scenarios}
+    with_hubs = [s for s in scenarios if has_hubs(s)]
+    if with_hubs:
+        base = Stage("notebook base",
+                     (sys.executable, str(REPO / "testbed" / "build_notebook_base.py")))
+        images.append(base)
+        after.update({s: (image.name, base.name) for s in with_hubs})
+    return [*images, *(molecule(s, after=after[s]) for s in scenarios), unit, lint]
 
 
 def has_hubs(scenario: str) -> bool:
